@@ -1,0 +1,24 @@
+"""interp: one hook-based forward-pass API over Hugging Face causal LMs.
+
+    import interp
+    lm = interp.load("toy/base")
+    run = lm.run(["The capital of Poland is"], capture=["resid_post", "mlp_out"], positions=-1)
+    run.cache.stack("resid_post")          # [layer, batch, pos, d_model]
+    interp.lens.logit_lens(lm, run.cache["blocks.3.hook_resid_post"])
+"""
+
+from interp import lens
+from interp.adapters import ARCHITECTURES, Arch
+from interp.cache import ActivationCache, Run
+from interp.errors import InterpError, LoadError, PromptError, UnknownHook, UnsupportedArchitecture
+from interp.hook_names import block_hook
+from interp.interventions import add, replace
+from interp.loading import Pair, load, load_pair
+from interp.model import LM
+from interp.registry import PAIRS, PairSpec
+
+__all__ = [
+    "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "PAIRS", "Pair",
+    "PairSpec", "PromptError", "Run", "UnknownHook", "UnsupportedArchitecture", "add", "block_hook",
+    "lens", "load", "load_pair", "replace",
+]

@@ -1,0 +1,73 @@
+"""What a run returns: the logits and a cache of captured activations.
+
+Axis names used throughout (one glossary): ``batch`` prompts, ``seq`` columns of the
+left-padded batch, ``pos`` kept positions (``seq``, or the ``positions=`` chosen), ``layer``
+blocks, ``d_model`` residual width, ``vocab`` vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import UnknownHook
+from interp.hook_names import BLOCK_POINTS, block_hook
+
+
+class ActivationCache(Mapping[str, Tensor]):
+    """Captured activations by full hook name, each ``[batch, pos, d_model]``."""
+
+    def __init__(self, tensors: dict[str, Tensor], n_layers: int):
+        self._tensors = tensors
+        self.n_layers = n_layers
+
+    def __getitem__(self, name: str) -> Float[Tensor, "batch pos d_model"]:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            have = ", ".join(self._tensors) or "nothing (pass capture=[...] to lm.run)"
+            raise UnknownHook(f"{name!r} was not captured in this run; captured: {have}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def stack(self, point: str) -> Float[Tensor, "layer batch pos d_model"]:
+        """The point at every layer, stacked: ``stack("resid_post")[l] == cache[f"blocks.{l}.hook_resid_post"]``."""
+        if point not in BLOCK_POINTS:
+            raise UnknownHook(f"stack() takes a per-block short name ({', '.join(BLOCK_POINTS)}), got {point!r}")
+        names = [block_hook(layer, point) for layer in range(self.n_layers)]
+        missing = [n for n in names if n not in self._tensors]
+        if missing:
+            raise UnknownHook(
+                f"stack({point!r}) needs every layer, but {len(missing)} were not captured "
+                f"(e.g. {missing[0]!r}); capture the short name {point!r}"
+            )
+        return torch.stack([self._tensors[n] for n in names])
+
+
+@dataclass
+class Run:
+    """The result of ``lm.run``.
+
+    Attributes:
+        tokens: input ids, left-padded ``[batch, seq]``.
+        attention_mask: 1 on real tokens ``[batch, seq]``.
+        lengths: real tokens per prompt ``[batch]``.
+        logits: ``[batch, pos, vocab]`` (``None`` when ``logits=False`` stopped early).
+        cache: captured activations.
+        columns: the padded columns kept per prompt ``[batch, pos]``, or ``None`` if all.
+    """
+
+    tokens: Int[Tensor, "batch seq"]
+    attention_mask: Int[Tensor, "batch seq"]
+    lengths: Int[Tensor, " batch"]
+    logits: Float[Tensor, "batch pos vocab"] | None
+    cache: ActivationCache
+    columns: Int[Tensor, "batch pos"] | None = field(default=None)

@@ -1,0 +1,106 @@
+"""Early decoding (logit lens): the model's own final norm and unembedding on any residual.
+
+``logit_lens(lm, resid)`` returns logits for a ``[..., d_model]`` tensor; applied to the last
+block's ``resid_post`` it gives the model's logits exactly. ``decode_layers`` reads out every
+layer without materialising ``[layer, batch, pos, vocab]``: it streams one layer at a time
+and keeps top-k tokens, entropy, and the rank/probability of chosen target tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import InterpError
+
+
+def logit_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
+    """Final norm then unembedding (bias included where the model has one)."""
+    if resid.shape[-1] != lm.d_model:
+        raise InterpError(f"logit_lens expects [..., d_model={lm.d_model}], got {tuple(resid.shape)}")
+    with torch.no_grad() if not resid.requires_grad else torch.enable_grad():
+        return lm.unembed(lm.final_norm(resid.to(lm.dtype)))
+
+
+def target_rank(logits: Float[Tensor, "... vocab"], targets: Int[Tensor, "... n_target"]) -> Int[Tensor, "... n_target"]:
+    """Rank of each target token: how many tokens have a strictly larger logit (0 = top-1)."""
+    target_logits = logits.gather(-1, targets)
+    return (logits.unsqueeze(-2) > target_logits.unsqueeze(-1)).sum(-1)
+
+
+@dataclass
+class LayerReadout:
+    """Per-layer early decoding of chosen positions.
+
+    Attributes:
+        top_ids: top-k token ids ``[layer, batch, pos, k]``.
+        top_probs: their probabilities ``[layer, batch, pos, k]``.
+        entropy: entropy of the decoded distribution in nats ``[layer, batch, pos]``.
+        target_rank: rank of each target (0 = top-1) ``[layer, batch, pos, n_target]``, or
+            ``None`` when no targets were given.
+        target_prob: probability of each target ``[layer, batch, pos, n_target]`` or ``None``.
+    """
+
+    top_ids: Int[Tensor, "layer batch pos k"]
+    top_probs: Float[Tensor, "layer batch pos k"]
+    entropy: Float[Tensor, "layer batch pos"]
+    target_rank: Int[Tensor, "layer batch pos n_target"] | None
+    target_prob: Float[Tensor, "layer batch pos n_target"] | None
+
+    def first_top1_layer(self, target: int = 0) -> Int[Tensor, "batch pos"]:
+        """First layer where target ``target`` is top-1, or -1 where it never is."""
+        if self.target_rank is None:
+            raise InterpError("no targets were decoded; pass targets= to decode_layers")
+        is_top = self.target_rank[..., target] == 0  # [layer, batch, pos]
+        any_top = is_top.any(0)
+        first = is_top.float().argmax(0)
+        return torch.where(any_top, first, torch.full_like(first, -1))
+
+
+def readout(
+    lm,
+    resids: Sequence[Float[Tensor, "batch pos d_model"]] | Float[Tensor, "layer batch pos d_model"],
+    targets: Int[Tensor, "batch n_target"] | None = None,
+    k: int = 5,
+) -> LayerReadout:
+    """Decode each residual in ``resids`` (one per layer), one layer at a time.
+
+    ``targets`` gives, per prompt, token ids whose rank and probability to track (e.g. the
+    answer's and the argument's first tokens); they are shared by all positions.
+    """
+    tops, top_p, ents, ranks, probs = [], [], [], [], []
+    for resid in resids:
+        logits = logit_lens(lm, resid).float()
+        logp = logits.log_softmax(-1)
+        p_top, i_top = logp.topk(k, dim=-1)
+        tops.append(i_top)
+        top_p.append(p_top.exp())
+        ents.append(-(logp.exp() * logp).sum(-1))
+        if targets is not None:
+            t = targets.to(logits.device).unsqueeze(1).expand(-1, logits.shape[1], -1)  # [batch, pos, n_target]
+            ranks.append(target_rank(logits, t))
+            probs.append(logp.gather(-1, t).exp())
+    return LayerReadout(
+        top_ids=torch.stack(tops),
+        top_probs=torch.stack(top_p),
+        entropy=torch.stack(ents),
+        target_rank=torch.stack(ranks) if targets is not None else None,
+        target_prob=torch.stack(probs) if targets is not None else None,
+    )
+
+
+def decode_layers(
+    lm,
+    prompts,
+    hook: str = "resid_post",
+    positions=-1,
+    targets: Int[Tensor, "batch n_target"] | None = None,
+    k: int = 5,
+) -> LayerReadout:
+    """Run ``prompts`` once and early-decode ``hook`` at every layer at ``positions``."""
+    run = lm.run(prompts, capture=[hook], positions=positions, logits=False)
+    return readout(lm, run.cache.stack(hook), targets=targets, k=k)

@@ -1,0 +1,195 @@
+"""``LM``: a loaded HF causal LM with the toolkit's one forward-pass API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from interp.adapters import Arch, arch_for
+from interp.cache import ActivationCache, Run
+from interp.errors import InterpError, PromptError
+from interp.hook_names import HookPoint, parse, valid_points
+from interp.hooks import HookSession, StopForward
+from interp.interventions import Intervention, as_callable
+from interp.positions import Positions, columns
+
+Prompts = str | Sequence[str] | Tensor | Sequence[Sequence[int]] | Sequence[Tensor]
+
+
+class LM:
+    """A causal LM behind hook names. Build with ``LM.from_hf`` or ``interp.load``.
+
+    The default is exact: no weight folding, centring or other processing, so
+    ``lm.run(p).logits`` equals the HF model's own logits.
+    """
+
+    def __init__(self, model, tokenizer=None, name: str | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        self.arch: Arch = arch_for(model.config)
+        config = model.config
+        self.n_layers: int = int(config.num_hidden_layers)
+        self.d_model: int = int(config.hidden_size)
+        self.d_vocab: int = int(config.vocab_size)
+        self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
+        self.parallel: bool = self.arch.is_parallel(config)
+        # Padding needs a pad id; which one is irrelevant since the attention mask hides it.
+        if self.tokenizer is not None and self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+
+    @classmethod
+    def from_hf(cls, model, tokenizer=None, name: str | None = None) -> "LM":
+        """Wrap an already-loaded HF ``*ForCausalLM`` model (and its tokenizer)."""
+        return cls(model, tokenizer, name)
+
+    def __repr__(self) -> str:
+        return f"LM({self.name!r}, {self.model.config.model_type}, layers={self.n_layers}, d_model={self.d_model})"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def final_norm(self) -> torch.nn.Module:
+        return self.model.get_submodule(self.arch.final_norm)
+
+    @property
+    def unembed(self) -> torch.nn.Module:
+        return self.model.get_submodule(self.arch.unembed)
+
+    # -- names -------------------------------------------------------------------------
+    def hook_names(self) -> list[str]:
+        """Every full hook name of this model, in execution order."""
+        globals_, points = valid_points(self.n_layers, self.parallel, self.arch.pos_embed is not None)
+        names = [g for g in globals_ if g != "ln_final.hook_normalized"]
+        for layer in range(self.n_layers):
+            names += [HookPoint(layer, p).name for p in points]
+        return names + ["ln_final.hook_normalized"]
+
+    def resolve(self, name: str) -> list[HookPoint]:
+        """Full or short hook name -> the points it selects (raises UnknownHook)."""
+        return parse(name, self.n_layers, self.parallel, self.arch.pos_embed is not None)
+
+    # -- tokens ------------------------------------------------------------------------
+    def to_tokens(
+        self, prompts: Prompts
+    ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
+        """Left-padded ``(ids, attention_mask, lengths)`` for strings or token sequences."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if isinstance(prompts, Tensor):
+            if prompts.ndim == 1:
+                prompts = prompts.unsqueeze(0)
+            if prompts.ndim != 2 or prompts.dtype not in (torch.int64, torch.int32):
+                raise PromptError(f"token prompts must be an integer tensor [batch, seq], got {prompts.dtype} {tuple(prompts.shape)}")
+            seqs = list(prompts.long())
+        else:
+            prompts = list(prompts)
+            if not prompts:
+                raise PromptError("the prompt list is empty; pass at least one prompt")
+            if all(isinstance(p, str) for p in prompts):
+                if self.tokenizer is None:
+                    raise PromptError("string prompts need a tokenizer: LM.from_hf(model, tokenizer), or pass token ids")
+                seqs = [torch.tensor(self.tokenizer(p)["input_ids"], dtype=torch.long) for p in prompts]
+            elif any(isinstance(p, str) for p in prompts):
+                raise PromptError("mix of strings and token sequences; pass one kind")
+            else:
+                seqs = [torch.as_tensor(p, dtype=torch.long).flatten() for p in prompts]
+        if not seqs:
+            raise PromptError("the prompt list is empty; pass at least one prompt")
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        if int(lengths.min()) == 0:
+            empty = [i for i, s in enumerate(seqs) if len(s) == 0]
+            raise PromptError(f"prompts {empty} are empty (no tokens)")
+        longest = int(lengths.max())
+        if self.max_positions is not None and longest > self.max_positions:
+            too_long = [i for i, s in enumerate(seqs) if len(s) > self.max_positions]
+            raise PromptError(
+                f"prompts {too_long[:10]} have up to {longest} tokens, longer than the model's "
+                f"context of {self.max_positions}; shorten them or drop those items"
+            )
+        for s in seqs:
+            if int(s.min()) < 0 or int(s.max()) >= self.d_vocab:
+                raise PromptError(f"token ids must lie in 0..{self.d_vocab - 1}, got {int(s.min())}..{int(s.max())}")
+        pad_id = self._pad_id()
+        ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, longest - len(s):] = s
+            mask[i, longest - len(s):] = 1
+        return ids, mask, lengths
+
+    def _pad_id(self) -> int:
+        if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
+            return int(self.tokenizer.pad_token_id)
+        return 0
+
+    # -- the forward pass --------------------------------------------------------------
+    def run(
+        self,
+        prompts: Prompts,
+        capture: Sequence[str] | str = (),
+        positions: Positions = None,
+        interventions: Mapping[str, Intervention] | None = None,
+        logits: bool = True,
+        grad: bool = False,
+    ) -> Run:
+        """Run prompts once; capture hook points, write to them, return logits.
+
+        Args:
+            prompts: a string, a list of strings, or token ids (``[batch, seq]`` tensor or a
+                list of sequences). Batches are left-padded with position ids and attention
+                masks set so that each prompt's numbers equal those of running it alone, and
+                position ``-1`` is every prompt's last real token.
+            capture: full hook names, or short names meaning every layer (see
+                ``interp.hook_names``).
+            positions: prompt-relative positions to keep (e.g. ``-1``); captures and logits
+                are then ``[batch, len(positions), ...]`` and the unembedding is computed only
+                there, so memory stays O(layers x d_model) per prompt.
+            interventions: hook name (full or short) -> tensor / ``interp.replace`` /
+                ``interp.add`` / function of the activation. Captures see written values.
+            logits: with ``False``, the forward stops after the deepest hook point asked
+                for; ``run.logits`` is then ``None``.
+            grad: keep the autograd graph (captures not detached).
+        """
+        if isinstance(capture, str):
+            capture = [capture]
+        points = [p for name in capture for p in self.resolve(name)]
+        writes = {}
+        for name, value in (interventions or {}).items():
+            fn = as_callable(value, name)
+            for p in self.resolve(name):
+                writes[p] = fn
+        stop_layer = None
+        if not logits:
+            asked = points + list(writes)
+            if not asked:
+                raise InterpError("logits=False with nothing to capture: the run would compute nothing")
+            if all(p.layer is not None or p.point != "ln_final.hook_normalized" for p in asked):
+                stop_layer = max((p.layer for p in asked if p.layer is not None), default=-1)
+                if stop_layer < 0:  # only embedding hooks: still need one block to raise from
+                    stop_layer = 0
+        ids, mask, lengths = self.to_tokens(prompts)
+        cols = columns(positions, lengths, ids.shape[1])
+        device = self.device
+        ids, mask = ids.to(device), mask.to(device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        session = HookSession(self.model, self.arch, points, writes, lengths.to(device), cols, stop_layer, grad)
+        out_logits = None
+        with torch.set_grad_enabled(grad), session.attached():
+            try:
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+                out_logits = out.logits
+            except StopForward:
+                pass
+        if out_logits is not None and not grad:
+            out_logits = out_logits.detach()
+        return Run(ids, mask, lengths, out_logits, ActivationCache(session.cache, self.n_layers), cols)

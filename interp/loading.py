@@ -1,0 +1,144 @@
+"""Loading models and pairs: dtype, device / device_map, 4-bit / 8-bit, clear failures.
+
+A pair's two members are loaded one after the other, never both in memory: iterate over
+``load_pair(...)`` and keep only reduced results.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.adapters import arch_for
+from interp.errors import LoadError
+from interp.model import LM
+from interp.registry import MEMBERS, PairSpec, get_pair, resolve
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def parse_dtype(dtype) -> torch.dtype | str | None:
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise LoadError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}, auto") from None
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype = torch.bfloat16):
+    """A ``BitsAndBytesConfig``; raises LoadError where bitsandbytes cannot run (no CUDA)."""
+    if quantization not in QUANTIZATIONS:
+        raise LoadError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
+    if not torch.cuda.is_available():
+        raise LoadError(
+            f"{quantization} quantization through bitsandbytes needs a CUDA GPU, and this machine has "
+            "none; load without quantization (e.g. dtype='bfloat16') or run on a GPU machine"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise LoadError(f"{quantization} quantization needs bitsandbytes: pip install -e '.[quant]'") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype,
+                                  bnb_4bit_quant_type="nf4")
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _explain_failure(source: str, err: Exception) -> LoadError:
+    local = os.path.isdir(source) or source.startswith((".", "/", "~"))
+    if local:
+        return LoadError(f"could not load a model from the folder {source!r}: {err}")
+    return LoadError(
+        f"could not load {source!r} from the Hugging Face hub or its local cache ({type(err).__name__}). "
+        "Either the machine is offline and the weights are not cached, the id is wrong, or the "
+        "model is gated (Llama: accept the licence on its hub page, then `huggingface-cli login`). "
+        "Or point at a local folder (interp.load('/path/to/model'), or --base PATH --chat PATH)."
+    )
+
+
+def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None) -> LM:
+    """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(name_or_path)
+    if os.path.sep in name_or_path and not os.path.exists(source) and name_or_path.startswith((".", "/", "~")):
+        raise LoadError(f"no model folder at {source!r}")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise _explain_failure(source, err) from err
+    arch_for(config)  # fail on an unsupported family before fetching any weights
+    kwargs: dict = {}
+    torch_dtype = parse_dtype(dtype)
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization_config(quantization)
+        kwargs.setdefault("device_map", device_map or "auto")
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise _explain_failure(source, err) from err
+    if device is not None and "device_map" not in kwargs:
+        model = model.to(device)
+    return LM(model, tokenizer, name=name_or_path)
+
+
+@dataclass
+class Pair:
+    """A base/chat pair to load one member at a time (``for member, lm in pair: ...``)."""
+
+    spec: PairSpec
+    load_kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def custom(cls, base: str, chat: str, name: str = "custom", **load_kwargs) -> "Pair":
+        return cls(PairSpec(name, base, chat, tuning="user-given pair"), load_kwargs)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def load(self, member: str) -> LM:
+        return load(self.spec.source(member), **self.load_kwargs)
+
+    def __iter__(self) -> Iterator[tuple[str, LM]]:
+        vocab = None
+        for member in MEMBERS:
+            lm = self.load(member)
+            this_vocab = lm.tokenizer.get_vocab() if lm.tokenizer is not None else None
+            if vocab is not None and this_vocab != vocab:
+                only_chat = sorted(set(this_vocab) - set(vocab))[:5]
+                only_base = sorted(set(vocab) - set(this_vocab))[:5]
+                raise LoadError(
+                    f"pair {self.name!r}: base and chat tokenizers differ ({len(vocab)} vs "
+                    f"{len(this_vocab)} tokens; only in chat e.g. {only_chat}, only in base e.g. "
+                    f"{only_base}); per-token comparisons would be silently wrong"
+                )
+            vocab = this_vocab
+            yield member, lm
+            del lm
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def load_pair(name: str | None = None, *, base: str | None = None, chat: str | None = None, **load_kwargs) -> Pair:
+    """A registry pair by name, or a custom pair from ``base`` and ``chat`` paths."""
+    if base or chat:
+        if not (base and chat):
+            raise LoadError("a custom pair needs both --base and --chat")
+        return Pair.custom(base, chat, **load_kwargs)
+    return Pair(get_pair(name or "toy"), load_kwargs)

@@ -1,0 +1,118 @@
+"""Shared fixtures: tiny random-init models built from real configs, and a word tokenizer.
+
+Nothing is downloaded: each family's HF config class is instantiated at a tiny size and
+the weights are random (seeded). ``FAMILIES`` is the list every core test parametrises over.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest
+import torch
+import transformers
+
+import interp
+
+torch.set_num_threads(1)
+transformers.logging.set_verbosity_error()
+
+WORDS = (
+    "the capital of france is paris poland warsaw spain madrid italy rome germany berlin "
+    "q a what ? : . , and or not is was were be to in on at for with from by i we you they "
+    "plan visit bomb city country language french polish spanish italian german sorry cannot "
+    "help user assistant one two three four five six seven eight nine ten red blue green"
+).split()
+
+
+def build_tokenizer(folder) -> transformers.PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer saved to ``folder`` (TransformerLens needs a folder)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>", eos_token="<eos>"
+    )
+    fast.save_pretrained(folder)
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+VOCAB = 4 + len(WORDS)
+
+CONFIGS = {
+    "gpt2": lambda: transformers.GPT2Config(
+        n_layer=3, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=48, bos_token_id=2, eos_token_id=3),
+    "llama": lambda: transformers.LlamaConfig(
+        num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=48, bos_token_id=2, eos_token_id=3),
+    "gpt_neox": lambda: transformers.GPTNeoXConfig(
+        num_hidden_layers=3, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+        vocab_size=VOCAB, max_position_embeddings=48, bos_token_id=2, eos_token_id=3),
+    "gpt_neox_sequential": lambda: transformers.GPTNeoXConfig(
+        num_hidden_layers=3, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+        vocab_size=VOCAB, max_position_embeddings=48, use_parallel_residual=False, bos_token_id=2, eos_token_id=3),
+    "gptj": lambda: transformers.GPTJConfig(
+        n_layer=3, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=48, rotary_dim=8, bos_token_id=2, eos_token_id=3),
+    "mistral": lambda: transformers.MistralConfig(
+        num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=48, bos_token_id=2, eos_token_id=3),
+}
+FAMILIES = list(CONFIGS)
+
+
+def random_model(family: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(CONFIGS[family]()).eval()
+    # Random init leaves norms at identity; perturb them so a missing norm would show.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    return transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def lm_of(tokenizer):
+    """``lm_of(family)`` -> a cached ``interp.LM`` of that family with the word tokenizer."""
+    cache = {}
+
+    def make(family: str) -> interp.LM:
+        if family not in cache:
+            cache[family] = interp.LM.from_hf(random_model(family), tokenizer, name=f"random-{family}")
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def lm(family, lm_of):
+    return lm_of(family)
+
+
+PROMPTS = [
+    "the capital of france is",
+    "q : what is the capital of poland ? a :",
+    "i plan to visit the city",
+]

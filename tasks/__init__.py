@@ -1,0 +1,8 @@
+"""Datasets and prompt templates.
+
+Every task is a loader that returns a list of items in one common format
+(:class:`tasks.items.MCItem`, or :class:`tasks.benchmarks.syntaxgym.SyntaxGymItem` for
+SyntaxGym's region-surprisal suites).  A loader reads a local file, the ``datasets`` hub
+when online, or the small fixture shipped in ``tasks/fixtures/`` when explicitly asked.
+This package imports nothing else of ours.
+"""

@@ -1,0 +1,51 @@
+"""The benchmark registry: task name -> loader.
+
+Every loader has the signature ``load(split=..., data=None, limit=None, **options)`` and
+returns a list of :class:`tasks.items.MCItem`, except ``syntaxgym`` which returns
+:class:`tasks.benchmarks.syntaxgym.SyntaxGymItem` (region-surprisal minimal pairs).
+``data`` is a local file (hub field names), ``"fixture"`` for the shipped example set, or
+None for the hub; see :mod:`tasks.sources`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tasks.benchmarks import (
+    boolq,
+    cb,
+    cola,
+    copa,
+    implicature,
+    imppres,
+    mmlu,
+    rte,
+    stsb,
+    syntaxgym,
+    triviaqa,
+    wic,
+)
+
+TASKS: dict[str, Callable[..., list[Any]]] = {
+    "boolq": boolq.load,
+    "cb": cb.load,
+    "copa": copa.load,
+    "rte": rte.load,
+    "wic": wic.load,
+    "cola": cola.load,
+    "stsb": stsb.load,
+    "mmlu": mmlu.load,
+    "triviaqa_mc": triviaqa.load,
+    "triviaqa_ptrue": triviaqa.load_ptrue,
+    "syntaxgym": syntaxgym.load,
+    "imppres": imppres.load,
+    "implicature": implicature.load,
+}
+
+
+def load_task(name: str, data: str | None = None, limit: int | None = None, **options: Any) -> list[Any]:
+    """Load task ``name`` (see :data:`TASKS`); ``options`` go to its loader (``split``, ...)."""
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name](data=data, limit=limit, **options)

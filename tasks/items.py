@@ -1,0 +1,149 @@
+"""The common item format and the few-shot prompt builder.
+
+An :class:`MCItem` is one multiple-choice question scored by continuation log-probability:
+the model reads ``context`` and each entry of ``options`` is scored as its continuation.
+Options carry their own leading separator (``" yes"``), so ``context + option`` is exactly
+the scored string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FEWSHOT_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class MCItem:
+    """One multiple-choice item.
+
+    Attributes:
+        id: unique within its task (``"boolq-12"``).
+        task: registry name of the task (``"boolq"``).
+        context: prompt text up to where the options continue it.
+        options: continuations, each starting with the separator it needs (``" yes"``).
+        label: index of the correct option.  Regression tasks (STS-B) bucket their target
+            into an option and keep the raw target in ``meta["score"]``.
+        category: optional grouping (MMLU subject, ImpPres trigger), used for balanced
+            few-shot sampling and per-category results.
+        meta: anything else the source provides (raw fields, the preamble, ...).  A
+            ``meta["preamble"]`` that ``context`` starts with (MMLU's subject header) is
+            written once, at the top, by :func:`build_fewshot`.
+
+    Raises ValueError on an empty context, fewer than two options, an empty or duplicate
+    option, or a label out of range.  Instances are immutable but not hashable (the list
+    and dict fields are not).
+    """
+
+    id: str
+    task: str
+    context: str
+    options: list[str]
+    label: int
+    category: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.context.strip():
+            raise ValueError(f"item {self.id!r}: empty context")
+        if len(self.options) < 2:
+            raise ValueError(f"item {self.id!r}: needs at least two options, got {self.options!r}")
+        if any(not o.strip() for o in self.options):
+            raise ValueError(f"item {self.id!r}: empty option in {self.options!r}")
+        if len(set(self.options)) != len(self.options):
+            raise ValueError(f"item {self.id!r}: duplicate options in {self.options!r}")
+        if not isinstance(self.label, int) or isinstance(self.label, bool):
+            raise ValueError(f"item {self.id!r}: label must be an int, got {self.label!r}")
+        if not 0 <= self.label < len(self.options):
+            raise ValueError(
+                f"item {self.id!r}: label {self.label} out of range for {len(self.options)} options"
+            )
+
+    @property
+    def answer(self) -> str:
+        """The correct option."""
+        return self.options[self.label]
+
+    def solved(self) -> str:
+        """The context followed by its correct option (a few-shot demonstration)."""
+        return self.context + self.answer
+
+
+def _strip_preamble(item: MCItem) -> str:
+    preamble = item.meta.get("preamble")
+    if preamble and item.context.startswith(preamble):
+        return item.context[len(preamble) :]
+    return item.context
+
+
+def _group_key(item: MCItem, balanced_by: str) -> str:
+    return str(item.category) if balanced_by == "category" else str(item.label)
+
+
+def build_fewshot(
+    items_pool: Sequence[MCItem],
+    item: MCItem,
+    k: int,
+    seed: int,
+    balanced_by: Literal["category", "label"] | None = None,
+    separator: str = FEWSHOT_SEPARATOR,
+) -> MCItem:
+    """Return ``item`` with ``k`` solved examples from ``items_pool`` prepended.
+
+    Examples are drawn without replacement by a generator seeded with ``(seed, item.id)``,
+    so each item gets its own reproducible draw.  The item itself (same id, or the same
+    context and options) is never drawn.  ``balanced_by="category"`` or ``"label"`` draws
+    round-robin over the groups (in a seeded order), so group counts differ by at most one
+    where the pool allows.  A shared preamble (``meta["preamble"]``, e.g. MMLU's header)
+    is written once at the top.  The returned item records ``meta["fewshot_ids"]``.
+
+    Raises ValueError if the pool (without the item) has fewer than ``k`` items, or on an
+    unknown ``balanced_by``.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if balanced_by not in (None, "category", "label"):
+        raise ValueError(f"balanced_by must be None, 'category' or 'label', got {balanced_by!r}")
+    if k == 0:
+        return dataclasses.replace(item, meta={**item.meta, "fewshot_ids": [], "k": 0})
+    candidates = [
+        x
+        for x in items_pool
+        if x.id != item.id and not (x.context == item.context and x.options == item.options)
+    ]
+    if len(candidates) < k:
+        raise ValueError(
+            f"few-shot pool has {len(candidates)} items besides {item.id!r}, need k={k}"
+        )
+    rng = random.Random(f"{seed}:{item.id}")
+    if balanced_by is None:
+        chosen = rng.sample(candidates, k)
+    else:
+        groups: dict[str, list[MCItem]] = defaultdict(list)
+        for x in candidates:
+            groups[_group_key(x, balanced_by)].append(x)
+        order = sorted(groups)
+        rng.shuffle(order)
+        for key in order:
+            rng.shuffle(groups[key])
+        chosen = []
+        while len(chosen) < k:
+            for key in order:
+                if groups[key] and len(chosen) < k:
+                    chosen.append(groups[key].pop())
+        rng.shuffle(chosen)
+    preamble = item.meta.get("preamble") or ""
+    if not item.context.startswith(preamble):
+        preamble = ""
+    demos = [_strip_preamble(x) + x.answer for x in chosen]
+    context = preamble + separator.join([*demos, _strip_preamble(item)])
+    return dataclasses.replace(
+        item,
+        context=context,
+        meta={**item.meta, "fewshot_ids": [x.id for x in chosen], "k": k},
+    )

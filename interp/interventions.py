@@ -75,7 +75,7 @@ def add(value: Tensor, positions: Positions = None) -> Write:
 Intervention = Tensor | Write | Callable[[Tensor], Tensor]
 
 
-def as_callable(x: Intervention, hook_name: str) -> Callable[[Tensor, Tensor], Tensor]:
+def as_callable(x: object, hook_name: str) -> Callable[[Tensor, Tensor], Tensor]:
     """Normalise an intervention to ``f(activation, lengths) -> activation``."""
     if isinstance(x, Tensor):
         x = replace(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -13,7 +14,7 @@ from interp.cache import ActivationCache, Run
 from interp.errors import InterpError, PromptError
 from interp.hook_names import HookPoint, parse, valid_points
 from interp.hooks import HookSession, StopForward
-from interp.interventions import Intervention, as_callable
+from interp.interventions import as_callable
 from interp.positions import Positions, columns
 
 Prompts = str | Sequence[str] | Tensor | Sequence[Sequence[int]] | Sequence[Tensor]
@@ -138,7 +139,7 @@ class LM:
         prompts: Prompts,
         capture: Sequence[str] | str = (),
         positions: Positions = None,
-        interventions: Mapping[str, Intervention] | None = None,
+        interventions: Mapping[str, Any] | None = None,  # validated by as_callable, with a clearer message
         logits: bool = True,
         grad: bool = False,
     ) -> Run:

@@ -1,0 +1,108 @@
+"""Attribution patching: a first-order estimate of every patch from one backward pass.
+
+For a cell (layer ``l``, position ``p``) the exact patching effect is
+``metric(corrupted with act[l, p] := clean) - metric(corrupted)``. Its linear approximation
+at the corrupted run is ``sum_{b, d} (clean[l, b, p, d] - corrupted[l, b, p, d]) *
+d metric / d act[l, b, p, d]``: two forwards (clean, corrupted) and one backward give the
+whole ``[layer, pos]`` grid. It is exact where the path from the activation to the metric is
+linear, and an estimate otherwise; ``compare`` says how good it is against an exact sweep
+(pass the exact sweep minus ``baseline_metric``, since both must be effects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import InterpError
+from interp.hook_names import block_hook
+from interp.patching.inputs import prompt_pair, scalar, sweep_point
+from interp.patching.sweep import Metric
+
+
+def attribution_sweep(
+    lm, corrupted, clean, metric: Metric, hook: str = "resid_pre"
+) -> Float[Tensor, "layer pos"]:
+    """Estimated patching *effect* of ``hook`` at each (layer, position), ``[n_layers, n_pos]``.
+
+    Arguments as for ``interp.patching.patch_sweep``. The gradient is taken by a function
+    intervention at each layer that passes a copy of the activation on and keeps it, so the
+    copy is the tensor the rest of the forward reads.
+    """
+    point = sweep_point(lm, hook)
+    corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
+    names = [block_hook(layer, point) for layer in range(lm.n_layers)]
+    clean_acts = lm.run(clean_ids, capture=point, logits=False).cache.stack(point)  # [layer, batch, seq, d]
+    kept: dict[str, Tensor] = {}
+
+    def keeper(name: str):
+        def keep(act: Tensor) -> Tensor:
+            kept[name] = act.clone()
+            return kept[name]
+
+        return keep
+
+    run = lm.run(corr_ids, positions=-1, interventions={n: keeper(n) for n in names}, grad=True)
+    value = scalar(metric(run.logits[:, 0]))
+    if not value.requires_grad:
+        raise InterpError("the metric's value does not depend on the logits (no gradient); "
+                          "compute it from the logits it is given with torch operations")
+    acts = [kept[n] for n in names]
+    grads = torch.autograd.grad(value, acts, allow_unused=True)
+    grads = torch.stack([torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)])
+    corr_acts = torch.stack(acts).detach()
+    return ((clean_acts.to(grads.dtype) - corr_acts) * grads).sum(dim=(1, 3)).float()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How well an approximate grid of effects matches an exact one (flattened cells).
+
+    Attributes:
+        pearson: Pearson correlation of the values.
+        spearman: Spearman rank correlation (Pearson of average ranks).
+        top_k_overlap: fraction of the ``k`` cells largest in absolute value that both share.
+        k: the ``k`` used.
+    """
+
+    pearson: float
+    spearman: float
+    top_k_overlap: float
+    k: int
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = a.norm() * b.norm()
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def _ranks(x: Tensor) -> Tensor:
+    """Average ranks (ties share the mean of their positions)."""
+    order = x.argsort()
+    ranks = torch.empty_like(x)
+    ranks[order] = torch.arange(len(x), dtype=x.dtype)
+    values, inverse = torch.unique(x, return_inverse=True)
+    sums = torch.zeros(len(values), dtype=x.dtype).index_add_(0, inverse, ranks)
+    counts = torch.zeros(len(values), dtype=x.dtype).index_add_(0, inverse, torch.ones_like(x))
+    return (sums / counts)[inverse]
+
+
+def compare(approx: Tensor, exact: Tensor, k: int = 5) -> Comparison:
+    """Pearson, Spearman and top-``k`` overlap (by absolute value) of two equal-shape grids."""
+    if approx.shape != exact.shape:
+        raise InterpError(f"compare needs grids of one shape, got {tuple(approx.shape)} and {tuple(exact.shape)}")
+    a, e = approx.detach().flatten().double().cpu(), exact.detach().flatten().double().cpu()
+    if not 1 <= k <= len(a):
+        raise InterpError(f"k must lie in 1..{len(a)} (the number of cells), got {k}")
+    top_a = set(a.abs().topk(k).indices.tolist())
+    top_e = set(e.abs().topk(k).indices.tolist())
+    return Comparison(
+        pearson=_pearson(a, e),
+        spearman=_pearson(_ranks(a), _ranks(e)),
+        top_k_overlap=len(top_a & top_e) / k,
+        k=k,
+    )

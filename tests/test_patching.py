@@ -1,0 +1,227 @@
+"""Exact activation patching: batched sweeps vs one patched run at a time, vs TransformerLens.
+
+Prompts differ in their second and last two tokens, so some cells are unchanged (the
+``skip_unchanged`` shortcut) and the rest need real patched runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+
+import interp
+from interp.errors import InterpError, PromptError, UnknownHook, UnsupportedArchitecture
+from interp.patching import OUT_PROJ, patch_heads, patch_layers, patch_sweep
+
+CORRUPTED = ["the capital of france is paris", "i plan to visit the city"]
+CLEAN = ["the city of poland is warsaw", "i plan to visit a country"]
+HOOKS = ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]
+SWEEP_FAMILIES = ["gpt2", "llama", "gpt_neox", "gptj"]
+
+
+def logit_diff(tokenizer):
+    a, b = tokenizer.convert_tokens_to_ids(["paris", "warsaw"])
+    return lambda logits: logits[:, b].mean() - logits[:, a].mean()
+
+
+def loop_sweep(lm, metric, hook, all_positions=False):
+    """One ``lm.run`` per cell with ``interp.replace`` at that position: the reference."""
+    clean = lm.run(CLEAN, capture=hook).cache
+    seq = lm.to_tokens(CORRUPTED)[0].shape[1]
+    cells = [None] if all_positions else range(seq)
+    out = torch.zeros(lm.n_layers, len(cells))
+    for layer in range(lm.n_layers):
+        name = interp.block_hook(layer, hook)
+        for j, pos in enumerate(cells):
+            value = clean[name] if pos is None else clean[name][:, pos:pos + 1]
+            run = lm.run(CORRUPTED, positions=-1, interventions={name: interp.replace(value, positions=pos)})
+            out[layer, j] = metric(run.logits[:, 0])
+    return out
+
+
+def hooks_of(lm):
+    return [h for h in HOOKS if not (lm.parallel and h == "resid_mid")]
+
+
+@pytest.mark.parametrize("family", SWEEP_FAMILIES)
+def test_sweep_equals_loop_of_single_runs(lm_of, tokenizer, family):
+    lm = lm_of(family)
+    metric = logit_diff(tokenizer)
+    for hook in hooks_of(lm):
+        fast = patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook)
+        ref = loop_sweep(lm, metric, hook)
+        assert fast.shape == (lm.n_layers, 6)
+        assert ref.std() > 1e-3, "the reference sweep is flat: the test would not see a wrong cell"
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4, msg=f"{family} {hook}")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj"])
+def test_patch_layers_equals_loop(lm_of, tokenizer, family):
+    lm = lm_of(family)
+    metric = logit_diff(tokenizer)
+    for hook in ["attn_out", "mlp_out", "resid_post"]:
+        fast = patch_layers(lm, CORRUPTED, CLEAN, metric, hook=hook)
+        ref = loop_sweep(lm, metric, hook, all_positions=True)[:, 0]
+        assert fast.shape == (lm.n_layers,)
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+    # Patching the whole residual stream entering any layer reproduces the clean run.
+    clean_metric = metric(lm.run(CLEAN, positions=-1).logits[:, 0])
+    torch.testing.assert_close(patch_layers(lm, CORRUPTED, CLEAN, metric), clean_metric.expand(lm.n_layers))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox", "gptj"])
+def test_patch_heads_equals_loop(lm_of, tokenizer, family):
+    lm = lm_of(family)
+    metric = logit_diff(tokenizer)
+    heads = lm.model.config.num_attention_heads
+    blocks = lm.model.get_submodule(lm.arch.blocks)
+    proj = [b.get_submodule(OUT_PROJ[lm.model.config.model_type]) for b in blocks]
+    clean_z = {}
+    handles = [p.register_forward_pre_hook(partial(lambda l, m, a: clean_z.__setitem__(l, a[0].clone()), l))
+               for l, p in enumerate(proj)]
+    lm.run(CLEAN)
+    for h in handles:
+        h.remove()
+    ref = torch.zeros(lm.n_layers, heads)
+    for layer in range(lm.n_layers):
+        d_head = clean_z[layer].shape[-1] // heads
+        for head in range(heads):
+            sl = slice(head * d_head, (head + 1) * d_head)
+
+            def write(module, args, sl=sl, layer=layer):
+                z = args[0].clone()
+                z[..., sl] = clean_z[layer][..., sl]
+                return (z,)
+
+            handle = proj[layer].register_forward_pre_hook(write)
+            try:
+                ref[layer, head] = metric(lm.run(CORRUPTED, positions=-1).logits[:, 0])
+            finally:
+                handle.remove()
+    fast = patch_heads(lm, CORRUPTED, CLEAN, metric)
+    assert fast.shape == (lm.n_layers, heads)
+    assert ref.std() > 1e-4
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_resid_mid_raises_for_parallel_family(lm_of, tokenizer):
+    with pytest.raises(UnknownHook, match="parallel"):
+        patch_sweep(lm_of("gptj"), CORRUPTED, CLEAN, logit_diff(tokenizer), hook="resid_mid")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_shortcuts_chunking_equal_plain_full_recompute(lm_of, tokenizer, family):
+    lm = lm_of(family)
+    metric = logit_diff(tokenizer)
+    plain = patch_sweep(lm, CORRUPTED, CLEAN, metric, resume=False, skip_unchanged=False, chunk_size=1000)
+    for kw in [dict(resume=True, skip_unchanged=False), dict(resume=False, skip_unchanged=True),
+               dict(chunk_size=1), dict(chunk_size=4, progress=True), dict(chunk_size=5, resume=False)]:
+        torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric, **kw), plain, atol=1e-6, rtol=1e-5,
+                                   msg=str(kw))
+    heads_plain = patch_heads(lm, CORRUPTED, CLEAN, metric, resume=False, skip_unchanged=False)
+    torch.testing.assert_close(patch_heads(lm, CORRUPTED, CLEAN, metric, chunk_size=3), heads_plain, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_restores_blocks_even_on_error(lm_of, tokenizer):
+    lm = lm_of("llama")
+    blocks = lm.model.get_submodule(lm.arch.blocks)
+    before = list(blocks)
+    calls = []
+
+    def failing(logits):
+        calls.append(1)
+        if len(calls) > 3:  # fails inside the patched chunks, after some relays were installed
+            raise RuntimeError("metric failed")
+        return logits[:, 0].mean()
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        patch_sweep(lm, CORRUPTED, CLEAN, failing, chunk_size=2)
+    assert all(a is b for a, b in zip(blocks, before)) and len(blocks) == len(before)
+    run = lm.run(CORRUPTED)
+    torch.testing.assert_close(run.logits, lm.model(lm.to_tokens(CORRUPTED)[0]).logits)
+
+
+def test_unchanged_cells_are_the_corrupted_run(lm_of, tokenizer):
+    lm = lm_of("gpt2")
+    metric = logit_diff(tokenizer)
+    base = metric(lm.run(CORRUPTED, positions=-1).logits[:, 0])
+    sweep = patch_sweep(lm, CORRUPTED, CLEAN, metric)
+    torch.testing.assert_close(sweep[:, 0], base.expand(lm.n_layers))  # both prompts share token 0
+    assert (sweep[:, 1] - base).abs().max() > 1e-4  # token 1 differs in the first pair
+
+
+# -- TransformerLens on the same weights ------------------------------------------------------
+@pytest.fixture(scope="module")
+def bridge_of(lm_of, tokenizer, tmp_path_factory):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cache = {}
+
+    def make(family):
+        if family not in cache:
+            folder = tmp_path_factory.mktemp(f"hf-{family}")
+            model = lm_of(family).model
+            model.save_pretrained(folder)
+            # A copy: the bridge switches its model to eager attention; ours keeps its own.
+            cache[family] = TransformerBridge.boot_transformers(
+                str(folder), hf_model=copy.deepcopy(model), tokenizer=tokenizer)
+        return cache[family]
+
+    return make
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_equals_transformer_lens(lm_of, bridge_of, tokenizer, family):
+    import transformer_lens.patching as tlp
+
+    lm, bridge = lm_of(family), bridge_of(family)
+    metric = logit_diff(tokenizer)
+    corr_ids, clean_ids = lm.to_tokens(CORRUPTED)[0], lm.to_tokens(CLEAN)[0]
+    _, clean_cache = bridge.run_with_cache(clean_ids)
+
+    def tl_metric(logits):  # TransformerLens passes [batch, pos, vocab]; ours gets logits[:, -1]
+        return metric(logits[:, -1])
+
+    resid_post = partial(tlp.generic_activation_patch, patch_setter=tlp.layer_pos_patch_setter,
+                         activation_name="resid_post", index_axis_names=("layer", "pos"))
+    # No resid_mid: in TransformerBridge (4.3) ``hook_resid_mid`` is an alias of ``ln2.hook_in``,
+    # so a write to it changes the MLP's input but not the residual carried past the MLP. Our
+    # resid_mid is the true residual stream (as in TL 3.9 HookedTransformer, which agrees with
+    # it); the loop test above checks it.
+    tl_fns = {"resid_pre": tlp.get_act_patch_resid_pre, "attn_out": tlp.get_act_patch_attn_out,
+              "mlp_out": tlp.get_act_patch_mlp_out, "resid_post": resid_post}
+    for hook, fn in tl_fns.items():
+        ref = fn(bridge, corr_ids, clean_cache, tl_metric).float()
+        ours = patch_sweep(lm, corr_ids, clean_ids, metric, hook=hook)
+        assert ref.std() > 1e-3
+        torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4, msg=f"{family} {hook}")
+    ref = tlp.get_act_patch_attn_head_out_all_pos(bridge, corr_ids, clean_cache, tl_metric).float()
+    torch.testing.assert_close(patch_heads(lm, corr_ids, clean_ids, metric), ref, atol=1e-4, rtol=1e-4)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_prompts_of_different_lengths_raise_naming_both(lm_of, tokenizer):
+    lm = lm_of("gpt2")
+    with pytest.raises(PromptError, match=r"\[6\].*\[5\]"):
+        patch_sweep(lm, "the capital of france is paris", "the capital of poland is", logit_diff(tokenizer))
+    with pytest.raises(PromptError, match="2 prompts.*1"):
+        patch_sweep(lm, CORRUPTED, CLEAN[:1], logit_diff(tokenizer))
+
+
+def test_unknown_hook_raises_with_choices(lm_of, tokenizer):
+    with pytest.raises(UnknownHook, match="resid_pre"):
+        patch_sweep(lm_of("gpt2"), CORRUPTED, CLEAN, logit_diff(tokenizer), hook="resid_middle")
+
+
+def test_non_scalar_metric_raises(lm_of):
+    with pytest.raises(InterpError, match=r"scalar.*\(2,\)"):
+        patch_sweep(lm_of("gpt2"), CORRUPTED, CLEAN, lambda logits: logits[:, 0])
+
+
+def test_heads_without_out_proj_row_raise(lm_of, tokenizer, monkeypatch):
+    monkeypatch.delitem(OUT_PROJ, "gpt2")
+    with pytest.raises(UnsupportedArchitecture, match="OUT_PROJ"):
+        patch_heads(lm_of("gpt2"), CORRUPTED, CLEAN, logit_diff(tokenizer))

@@ -1,0 +1,151 @@
+"""Multiple-choice scoring of :class:`tasks.items.MCItem` by continuation log-likelihood.
+
+    scores = score_items(lm, items, layers="all")       # one forward pair per batch of items
+    scores[0].acc(), scores[0].acc_norm(), scores[0].probs(layer=5)
+
+Each option is scored as the continuation of the item's context (lm-evaluation-harness
+tokenisation, :func:`probes.logprobs.encode_pair`). Metrics, as lm-evaluation-harness:
+
+- ``acc``: the option with the largest summed log-prob is the label;
+- ``acc_norm``: the same after dividing each sum by the option's length in characters
+  (:func:`option_length`: without the one leading space that lm-evaluation-harness keeps
+  in its ``target_delimiter``);
+- ``probs``: softmax over the options' summed log-probs (the model's distribution over the
+  options); for Kadavath et al.'s P(True) items, ``p_true() = probs()[0]``, i.e.
+  ``p(" (A)")`` renormalised over the two options.
+
+Ties go to the first option (``argmax``). ``method="kv"`` (default) runs each context once
+and continues every option from its KV cache (:mod:`probes.shared_context`); ``"naive"``
+runs every ``context + option`` on its own. Both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from jaxtyping import Bool, Float, Int
+
+from interp.errors import PromptError
+from probes.logprobs import encode_pair, naive_pair_logprobs
+from probes.readouts import Layer, LayerSpec, resolve_layers
+from probes.shared_context import shared_context_logprobs
+
+METHODS = ("kv", "naive")
+
+
+def option_length(option: str) -> int:
+    """Characters of an option for ``acc_norm``: its length without one leading space."""
+    return len(option[1:] if option.startswith(" ") else option)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+@dataclass
+class MCScore:
+    """One item's option log-likelihoods under each readout.
+
+    Attributes:
+        item_id: the item's id.
+        label: index of the correct option.
+        layers: readouts (``None`` = final logits, ``l`` = logit lens of block ``l``).
+        logprobs: ``[readout, option]`` summed log-prob of each option.
+        token_logprobs: per option, ``[readout, n_tokens]`` log-prob of each token.
+        greedy: ``[readout, option]`` whether every token of the option is the argmax.
+        n_tokens: ``[option]`` tokens per option.
+        n_chars: ``[option]`` :func:`option_length` of each option.
+    """
+
+    item_id: str
+    label: int
+    layers: list[Layer]
+    logprobs: Float[np.ndarray, "readout option"]
+    token_logprobs: list[Float[np.ndarray, "readout n_tokens"]]
+    greedy: Bool[np.ndarray, "readout option"]
+    n_tokens: Int[np.ndarray, " option"]
+    n_chars: Int[np.ndarray, " option"]
+
+    def row(self, layer: Layer = None) -> int:
+        try:
+            return self.layers.index(layer)
+        except ValueError:
+            raise KeyError(f"readout {layer!r} was not scored; scored: {self.layers}") from None
+
+    def loglik(self, layer: Layer = None) -> Float[np.ndarray, " option"]:
+        return self.logprobs[self.row(layer)]
+
+    def pred(self, layer: Layer = None) -> int:
+        return int(np.argmax(self.loglik(layer)))
+
+    def pred_norm(self, layer: Layer = None) -> int:
+        return int(np.argmax(self.loglik(layer) / self.n_chars))
+
+    def acc(self, layer: Layer = None) -> bool:
+        return self.pred(layer) == self.label
+
+    def acc_norm(self, layer: Layer = None) -> bool:
+        return self.pred_norm(layer) == self.label
+
+    def probs(self, layer: Layer = None) -> Float[np.ndarray, " option"]:
+        """Softmax over the options' summed log-probs."""
+        return _softmax(self.loglik(layer))
+
+    def p_true(self, layer: Layer = None) -> float:
+        """P(True) of a two-option ``(A) True / (B) False`` item: option 0's renormalised probability."""
+        if len(self.n_chars) != 2:
+            raise ValueError(f"p_true needs a two-option item, {self.item_id!r} has {len(self.n_chars)}")
+        return float(self.probs(layer)[0])
+
+
+def item_pairs(tokenizer, item) -> tuple[list[int], list[list[int]]]:
+    """``(context tokens, each option's tokens)`` of an item (the context is shared: its
+    tokens do not depend on the option, since only its trailing whitespace can move)."""
+    encoded = [encode_pair(tokenizer, item.context, option) for option in item.options]
+    ctx = encoded[0][0]
+    if any(c != ctx for c, _ in encoded):
+        raise PromptError(f"item {item.id!r}: options tokenise the context differently")
+    return ctx, [cont for _, cont in encoded]
+
+
+def score_items(
+    lm, items: Sequence, layers: LayerSpec = None, method: str = "kv", batch_size: int = 4
+) -> list[MCScore]:
+    """Score every option of every item under the readouts ``layers``.
+
+    ``batch_size`` is items per forward (``"kv"``: contexts; ``"naive"``: items, i.e.
+    ``batch_size x n_options`` sequences).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if lm.tokenizer is None:
+        raise PromptError("score_items needs the model's tokenizer (LM.from_hf(model, tokenizer))")
+    readouts = resolve_layers(lm, layers)
+    groups = [item_pairs(lm.tokenizer, item) for item in items]
+    if lm.max_positions is not None:
+        for item, (ctx, opts) in zip(items, groups):
+            if len(ctx) + max(len(o) for o in opts) > lm.max_positions:
+                raise PromptError(f"item {item.id!r}: context + option exceed the model's {lm.max_positions} positions")
+    if method == "kv":
+        scored = shared_context_logprobs(lm, groups, readouts, batch_size)
+    else:
+        flat_pairs = [(ctx, opt) for ctx, opts in groups for opt in opts]
+        flat = iter(naive_pair_logprobs(lm, flat_pairs, readouts, batch_size * max(len(o) for _, o in groups)))
+        scored = [[next(flat) for _ in opts] for _, opts in groups]
+    out = []
+    for item, (_, opts), per_option in zip(items, groups, scored):
+        token_lp = [lp.numpy().astype(np.float64) for lp, _ in per_option]
+        out.append(MCScore(
+            item_id=item.id,
+            label=item.label,
+            layers=readouts,
+            logprobs=np.stack([t.sum(-1) for t in token_lp], axis=1),
+            token_logprobs=token_lp,
+            greedy=np.stack([g.all(-1).numpy() for _, g in per_option], axis=1),
+            n_tokens=np.array([len(o) for o in opts]),
+            n_chars=np.array([option_length(o) for o in item.options]),
+        ))
+    return out

@@ -1,0 +1,87 @@
+"""Options that share a context, scored without re-running the context.
+
+For a batch of groups (one context, several continuations each):
+
+1. the contexts run once, left-padded, with ``use_cache=True`` on the HF model; the
+   unembedding (and any ``resid_post`` capture, for by-layer readouts) is restricted to the
+   last context position, whose logits predict every option's first token;
+2. the KV cache is expanded to one row per option (``Cache.reorder_cache`` with the owning
+   context's index);
+3. all options run in one forward continuing from that cache: right-padded, attention mask
+   = the context's mask then the option mask, position ids continuing from each context's
+   length. Position ``t`` of an option predicts its token ``t + 1``.
+
+The numbers equal those of running each ``context + option`` on its own
+(:func:`probes.logprobs.naive_pair_logprobs`) up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from interp.hook_names import HookPoint
+from interp.hooks import HookSession
+from probes.readouts import Layer, block_layers, layer_logprobs
+
+Group = tuple[list[int], list[list[int]]]  # (context tokens, each option's tokens)
+
+
+def _session(lm, blocks: list[int], lengths, cols) -> HookSession:
+    points = [HookPoint(l, "resid_post") for l in blocks]
+    return HookSession(lm.model, lm.arch, points, {}, lengths, cols, None)
+
+
+def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
+    device = lm.device
+    blocks = block_layers(layers)
+    ctx_ids, ctx_mask, ctx_len = lm.to_tokens([ctx for ctx, _ in groups])  # left-padded
+    ctx_ids, ctx_mask, ctx_len = ctx_ids.to(device), ctx_mask.to(device), ctx_len.to(device)
+    width = ctx_ids.shape[1]
+    last = torch.full((len(groups), 1), width - 1, device=device)
+    session = _session(lm, blocks, ctx_len, last)
+    with session.attached():
+        out = lm.model(input_ids=ctx_ids, attention_mask=ctx_mask,
+                       position_ids=(ctx_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    first_logits = out.logits[:, -1]  # [group, vocab]
+    first_resid = {l: session.cache[f"blocks.{l}.hook_resid_post"][:, -1] for l in blocks}
+
+    options = [opt for _, opts in groups for opt in opts]
+    owner = torch.tensor([g for g, (_, opts) in enumerate(groups) for _ in opts], device=device)
+    longest = max(len(o) for o in options)
+    opt_ids = torch.full((len(options), longest), lm._pad_id(), dtype=torch.long, device=device)
+    opt_mask = torch.zeros_like(opt_ids)
+    for i, opt in enumerate(options):
+        opt_ids[i, :len(opt)] = torch.tensor(opt, device=device)
+        opt_mask[i, :len(opt)] = 1
+    cache = out.past_key_values
+    cache.reorder_cache(owner)
+    session = _session(lm, blocks, ctx_len[owner], None)
+    with session.attached():
+        out = lm.model(input_ids=opt_ids, attention_mask=torch.cat([ctx_mask[owner], opt_mask], 1),
+                       position_ids=ctx_len[owner, None] + torch.arange(longest, device=device),
+                       past_key_values=cache, use_cache=True)
+    # Predictors of option tokens: the context's last position, then the option's own positions.
+    logits = torch.cat([first_logits[owner, None], out.logits[:, :-1]], 1)
+    resids = {l: torch.cat([first_resid[l][owner, None], session.cache[f"blocks.{l}.hook_resid_post"][:, :-1]], 1)
+              for l in blocks}
+    values, greedy = layer_logprobs(lm, layers, logits, resids, opt_ids)
+    return [(values[:, i, :len(o)].cpu(), greedy[:, i, :len(o)].cpu()) for i, o in enumerate(options)]
+
+
+def shared_context_logprobs(
+    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4
+) -> list[list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]]:
+    """Per group, per option: ``(token log-probs, greedy)`` under each readout. ``batch_size``
+    contexts (with all their options) share one pair of forwards."""
+    out = []
+    for start in range(0, len(groups), batch_size):
+        batch = groups[start:start + batch_size]
+        with torch.no_grad():
+            flat = _score_batch(lm, batch, layers)
+        it = iter(flat)
+        out += [[next(it) for _ in opts] for _, opts in batch]
+    return out

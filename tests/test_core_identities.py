@@ -175,3 +175,19 @@ def test_hook_names_are_in_execution_order_and_all_capturable(lm):
     assert (block_hook(0, "resid_mid") in names) == sequential(lm)
     run = lm.run(PROMPTS[0], capture=names, positions=-1)
     assert list(run.cache) == [n for n in names if n in run.cache] and set(run.cache) == set(names)
+
+
+def test_lens_readout_is_the_same_in_any_grouping_of_layers(lm, monkeypatch):
+    run = lm.run(PROMPTS, capture=["resid_post"], positions=[-2, -1])
+    resids = run.cache.stack("resid_post")
+    targets = torch.tensor([[5, 6], [7, 8], [9, 10]])
+    together = interp.lens.readout(lm, resids, targets=targets, k=4)
+    monkeypatch.setattr(interp.lens, "DECODE_BUDGET", 1)  # one layer per unembedding call
+    apart = interp.lens.readout(lm, resids, targets=targets, k=4)
+    for field in ("top_ids", "top_probs", "entropy", "target_rank", "target_prob"):
+        torch.testing.assert_close(getattr(together, field), getattr(apart, field), atol=1e-6, rtol=0)
+    # Hand computation for one cell: the rank is the number of strictly larger logits.
+    logits = interp.lens.logit_lens(lm, resids[1, 2, 1])
+    assert together.target_rank[1, 2, 1, 0] == (logits > logits[9]).sum()
+    assert together.top_ids[1, 2, 1, 0] == logits.argmax()
+    torch.testing.assert_close(together.target_prob[1, 2, 1, 1], logits.softmax(-1)[10], atol=1e-6, rtol=0)

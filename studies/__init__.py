@@ -1,0 +1,13 @@
+"""Studies: one module per study, runnable as ``python -m studies.NAME --pair PAIR``.
+
+Each study is thin glue: a task (``tasks``) -> readouts of the forward pass (``interp``,
+``probes``) -> tidy results -> figures (``figures``). Output conventions shared by every study
+(run folder, resumable ``results.jsonl``, ``meta.json``, ``--shard i/n``, progress bars) live
+in :mod:`studies._common`.
+
+Studies:
+
+- ``ffn_capitals``: Merullo, Eickhoff & Pavlick (2023) on a base model and its RL-tuned
+  counterpart: early decoding of the capital task by layer, FFN ablation and o-vector
+  transplant, and which sublayer (attention or FFN) writes the answer.
+"""

@@ -1,0 +1,291 @@
+"""``python -m studies.ffn_capitals`` end to end on the toy pair, its resumption, its errors,
+and the study's building blocks checked against the core (``interp.transplant``) and the toy
+world's own prompts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import interp
+from interp.transplant import ablate, ablate_each_layer, transplant
+from studies import _common, ffn_capitals as fc
+from tasks import toy_world
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = ("answer_rank_by_layer", "answer_prob_by_layer", "first_top1_layer", "transplant_by_layer",
+           "sublayer_contribution")
+STYLES = ("--prompting", "zero,few")  # fewer conditions keep the file fast; defaults otherwise
+N_CONDITIONS = 2 * 3 * 2  # styles x contexts (plain, harmful, benign) x chat template off/on
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-W", "error", "-m", "studies.ffn_capitals", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def rows_of(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ffn_full")
+    proc = cli(*STYLES, "--limit", "4", "--out", str(out))
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def base_lm():
+    return interp.load("toy/base")
+
+
+# -- end to end ------------------------------------------------------------------------------------
+def test_files_written(full):
+    out, proc = full
+    for name in ("results.jsonl", "summary.csv", "meta.json", "top_tokens.md"):
+        assert (out / name).stat().st_size > 0, name
+    for stem in FIGURES:
+        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["models"] == {m: interp.PAIRS["toy"].source(m) for m in ("base", "chat")}
+    assert meta["seed"] == 0 and meta["options"]["limit"] == 4 and meta["versions"]["torch"] == torch.__version__
+    assert len(meta["conditions"]) == N_CONDITIONS and meta["n_rows"] == 2 * N_CONDITIONS * 4
+    assert "Same top tokens?" in proc.stdout and "Which sublayer writes the answer?" in proc.stdout
+
+
+def test_rows_are_consistent(full):
+    out, _ = full
+    rows = rows_of(out)
+    keys = {tuple(r[f] for f in fc.KEY_FIELDS) for r in rows}
+    assert len(rows) == len(keys) == 2 * N_CONDITIONS * 4
+    for r in rows:
+        n = len(r["layers"])
+        assert r["layers"][0] == -1 and n == 7  # emb + 6 blocks
+        for field in ("answer_rank", "argument_rank"):
+            assert len(r[field]) == n and all(x >= 0 for x in r[field])
+        for field in ("answer_prob", "argument_prob"):
+            assert all(0.0 <= p <= 1.0 for p in r[field])
+        for target, field in (("answer", "first_top1_answer"), ("argument", "first_top1_argument")):
+            first, ranks = r[field], r[f"{target}_rank"][1:]  # blocks only
+            if first is None:
+                assert all(x > 0 for x in ranks)
+            else:
+                assert ranks[first] == 0 and all(x > 0 for x in ranks[:first])
+        assert r["correct"] == (r["answer_rank"][-1] == 0)
+        assert (r["top_tokens"][-1][0] == r["answer_token"]) == r["correct"]
+        assert r["multi_token"] is True and r["n_answer_tokens"] == 2  # every toy name is two pieces
+        assert r["answer"].startswith(r["answer_token"]) and r["subject"].startswith(r["argument_token"])
+        # direct contributions add up to the output's answer logit minus the mean logit
+        total = r["dla_emb"] + sum(r["dla_attn"]) + sum(r["dla_ffn"]) + r["dla_bias"]
+        assert total == pytest.approx(r["dla_total"], abs=2e-3 * max(1.0, abs(r["dla_total"])))
+        for t in r["transplant"].values():
+            assert len(t["rank"]) == 6 and t["top1"] == [x == 0 for x in t["rank"]]
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 2 * N_CONDITIONS * 7 and set(summary["n_items"]) == {4}
+    zero = summary[(summary["style"] == "zero") & (summary["context"] == "plain") & ~summary["chat_template"]
+                   & (summary["model"] == "base")].set_index("layer")
+    mine = [r for r in rows if r["model"] == "base" and r["style"] == "zero" and r["context"] == "plain"
+            and not r["chat_template"]]
+    for layer in range(-1, 6):
+        expected = sum(r["answer_rank"][layer + 1] == 0 for r in mine) / len(mine)
+        assert zero.loc[layer, "answer_top1_rate"] == pytest.approx(expected)
+
+
+def test_base_answer_surfaces_on_held_out_zero_shot(tmp_path):
+    cli("--prompting", "zero", "--context", "plain", "--chat-template", "off", "--no-figures", "--out", str(tmp_path))
+    rows = [r for r in rows_of(tmp_path) if r["model"] == "base"]
+    held_out = [f["subject"] for f in toy_world.load_facts("capital") if f["split"] == "test"]
+    assert sorted(r["item"] for r in rows) == sorted(held_out)
+    surfaced = [r for r in rows if r["first_top1_answer"] is not None]
+    assert len(surfaced) >= 0.9 * len(rows)
+
+
+def test_interrupted_run_resumes_to_the_same_summary(full, tmp_path):
+    out, _ = full
+    cli(*STYLES, "--limit", "2", "--no-figures", "--out", str(tmp_path))
+    first = rows_of(tmp_path)
+    assert len(first) == 2 * N_CONDITIONS * 2
+    with open(tmp_path / "results.jsonl", "a") as f:  # a crash in the middle of writing a row
+        f.write(json.dumps(first[0])[:57])
+    proc = cli(*STYLES, "--limit", "4", "--no-figures", "--out", str(tmp_path))
+    assert "Same top tokens?" in proc.stdout
+    assert (tmp_path / "summary.csv").read_text() == (out / "summary.csv").read_text()
+    again = (tmp_path / "results.jsonl").read_text()
+    cli(*STYLES, "--limit", "4", "--no-figures", "--out", str(tmp_path))  # nothing left to do: no new rows
+    assert (tmp_path / "results.jsonl").read_text() == again
+
+
+# -- errors ----------------------------------------------------------------------------------------
+def test_unknown_pair_is_a_clear_error():
+    proc = cli("--pair", "gpt9-unknown", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown pair 'gpt9-unknown'" in proc.stderr and "llama2-7b" in proc.stderr and "toy" in proc.stderr
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("template", ["on", "off"])  # on: the chat tokenizer is read first; off: the model
+def test_missing_local_model(template, tmp_path, capsys):
+    args = ["--base", "/nonexistent", "--chat", "/nonexistent", "--chat-template", template, "--out", str(tmp_path)]
+    assert fc.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no model folder at '/nonexistent'" in err and "Traceback" not in err
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.csv", "", "missing column(s) ['subject', 'answer']"),
+    ("header_only.csv", "subject,answer\n", "no facts in the file"),
+    ("wrong_columns.csv", "country,capital\nPoland,Warsaw\n", "missing column(s) ['subject', 'answer']"),
+    ("blank_answer.csv", "subject,answer\nPoland,\n", "record 1 needs a non-empty subject and answer"),
+    ("bad.jsonl", '{"subject": "Poland", "answer": "Warsaw"}\n{"subject": "Spain", \n', "bad.jsonl:2 is not valid JSON"),
+    ("empty.jsonl", "\n", "no facts in the file"),
+    ("missing.csv", None, "no file at"),
+])
+def test_bad_facts_file(name, content, message, tmp_path, capsys):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    assert fc.main(["--facts", str(path), "--out", str(tmp_path / "out"), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --facts") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_facts_file_runs(tmp_path):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text("\n".join(json.dumps(r) for r in [
+        {"subject": "Poland", "answer": "Warsaw", "split": "test"},
+        {"subject": "France", "answer": "Paris", "split": "train"},
+        {"subject": "Spain", "answer": "Madrid", "split": "train"}]) + "\n")
+    cli("--facts", str(facts), "--prompting", "zero,one", "--context", "plain", "--chat-template", "off",
+        "--no-figures", "--out", str(tmp_path / "out"))
+    rows = rows_of(tmp_path / "out")
+    assert {r["item"] for r in rows} == {"Poland"} and len(rows) == 4
+    one = next(r for r in rows if r["style"] == "one")
+    assert one["prompt"].endswith("Q: What is the capital of Poland? A:") and "Warsaw" not in one["prompt"]
+
+
+# -- building blocks -------------------------------------------------------------------------------
+def _facts():
+    facts = fc._toy_facts()
+    items, sources = fc.select_facts(facts, "test", 6, 8)
+    pool = [f for f in facts if f.split == "train" and " " not in f.answer]
+    return items, sources, pool
+
+
+@pytest.mark.parametrize("style, context, toy_style", [
+    ("zero", "plain", "zero"), ("one", "plain", "one"), ("few", "plain", "few"), ("zero", "harmful", "harmful"),
+])
+def test_raw_prompts_are_the_toy_worlds(style, context, toy_style):
+    items, sources, pool = _facts()
+    made = fc.make_items([fc.Condition(style, context, False)], items, sources, pool, None, seed=0)
+    ours = {it.fact.subject: (it.prompt, it.verb) for it in next(iter(made.values()))[0]}
+    theirs = {(p["subject"], p["verb"]): p["prompt"] for p in toy_world.prompts(toy_style, split="all")}
+    for subject, (prompt, verb) in ours.items():
+        assert prompt == theirs[(subject, verb)]
+
+
+def test_chat_template_prompts_tokenize_like_the_toy_chat_style(base_lm):
+    items, sources, pool = _facts()
+    tok = base_lm.tokenizer
+    for context, toy_style in (("plain", "chat"), ("harmful", "chat_harmful")):
+        made = fc.make_items([fc.Condition("zero", context, True)], items, sources, pool, tok, seed=0)
+        theirs = {(p["subject"], p["verb"]): p["prompt"] for p in toy_world.prompts(toy_style, split="all")}
+        for it in next(iter(made.values()))[0]:
+            assert tok(it.prompt)["input_ids"] == tok(theirs[(it.fact.subject, it.verb)])["input_ids"]
+            assert tok(it.prompt)["input_ids"].count(tok.bos_token_id) == 1
+
+
+def test_answer_first_token(base_lm):
+    tok = base_lm.tokenizer
+    ids = fc.continuation_tokens(tok, "The capital of Poland is", "Warsaw")
+    assert tok.convert_ids_to_tokens(ids) == ["War", "##saw"]
+    assert tok.convert_ids_to_tokens(fc.continuation_tokens(tok, "Q: ... A:", "Poland")) == ["Pol", "##and"]
+
+
+def test_batched_transplant_and_ablation_equal_the_core(base_lm):
+    lm = base_lm
+    prompts = ["The capital of Poland is", "The capital of Chad is", "Q: What is the capital of Peru? A:"]
+    targets = ["Spain:", "The language of Kenya is", "Japan:"]
+    answers = ["Madrid", "Nairobi", "Tokyo"]
+    ids = torch.tensor([fc.continuation_tokens(lm.tokenizer, t, a)[0] for t, a in zip(targets, answers)])
+    with torch.no_grad():
+        vectors = interp.transplant.updates(lm, prompts).mean(1)
+        top, rank = fc.transplant_all_layers(lm, targets, ids, vectors)
+        for layer in range(lm.n_layers):
+            ref = transplant(lm, targets, vectors[layer], layer, targets_ids=ids[:, None], k=1).final
+            assert torch.equal(rank[1 + layer], ref.target_rank[:, 0])
+            assert torch.equal(top[1 + layer], ref.top_ids[:, 0])
+        plain = lm.run(targets, positions=-1).logits[:, -1]
+        assert torch.equal(top[0], plain.argmax(-1))
+        assert not torch.equal(rank[1:], rank[:1].expand(lm.n_layers, -1))  # the vector does something
+        a_ids = torch.tensor([fc.continuation_tokens(lm.tokenizer, p, "x")[0] for p in prompts])
+        top_o, rank_o = fc.ablate_output_all_layers(lm, prompts, a_ids)
+        for layer in range(lm.n_layers):
+            ref = ablate(lm, prompts, layer, propagate=True, targets_ids=a_ids[:, None], k=1)
+            assert torch.equal(rank_o[layer], ref.target_rank[:, 0]) and torch.equal(top_o[layer], ref.top_ids[:, 0])
+
+
+def test_study_rows_match_the_core_readouts(base_lm):
+    lm = base_lm
+    items, sources, pool = _facts()
+    cond = fc.Condition("one", "plain", False)
+    its, srcs = fc.make_items([cond], items, sources, pool, None, seed=0)[cond]
+    with torch.no_grad():
+        rows = fc.analyse_chunk(lm, its, fc.source_vectors(lm, srcs), "base", propagate=True)
+        prompts = [it.prompt for it in its]
+        targets = torch.tensor([[r["answer_id"], r["argument_id"]] for r in rows])
+        lens = interp.lens.decode_layers(lm, prompts, targets=targets, k=5)
+        abl = ablate_each_layer(lm, prompts, targets_ids=targets[:, :1], k=1)
+    for b, r in enumerate(rows):
+        assert r["answer_rank"][1:] == lens.target_rank[:, b, 0, 0].tolist()
+        assert r["argument_rank"][1:] == lens.target_rank[:, b, 0, 1].tolist()
+        assert r["ablate_answer_rank"] == abl.target_rank[:, b, 0].tolist()
+        assert r["ablate_output_answer_rank"][-1] == r["ablate_answer_rank"][-1]  # both views agree at the top
+        first = lens.first_top1_layer(0)[b, 0].item()
+        assert r["first_top1_answer"] == (None if first == -1 else first)
+
+
+# -- shared output conventions --------------------------------------------------------------------
+def test_results_log_resumes_and_repairs(tmp_path):
+    log = _common.ResultsLog(tmp_path / "results.jsonl", ("m", "i"))
+    log.write([{"m": "a", "i": 0, "v": 1}, {"m": "a", "i": 1, "v": 2}])
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"m": "a", "i": 2, "v"')  # cut short by a crash
+    log = _common.ResultsLog(tmp_path / "results.jsonl", ("m", "i"))
+    assert log.n_resumed == 2 and log.done(("a", 1)) and not log.done(("a", 2))
+    items = list(range(5))
+    pending = _common.pending_chunks(items, 2, lambda i: ("a", i), log)
+    assert [idx for idx, _ in pending] == [1, 2]  # chunk 0 = {0, 1} is complete
+    log.write([{"m": "a", "i": 1, "v": 3}, {"m": "a", "i": 2, "v": 4}])
+    rows = _common.read_results(tmp_path, ("m", "i"))
+    assert [(r["i"], r["v"]) for r in rows] == [(0, 1), (1, 3), (2, 4)]  # last write wins, truncated line gone
+    (tmp_path / "results.jsonl").write_text('{"m": 1, "i": 1}\nnot json\n{"m": 2, "i": 2}\n')
+    with pytest.raises(_common.StudyError, match="results.jsonl:2 is not valid JSON"):
+        _common.read_results(tmp_path, ("m", "i"))
+
+
+def test_shards_partition_the_chunks(tmp_path):
+    assert _common.parse_shard("2/3") == _common.Shard(2, 3)
+    for bad in ("0/3", "4/3", "x", "1/0", "1/2/3"):
+        with pytest.raises(_common.StudyError, match="--shard"):
+            _common.parse_shard(bad)
+    log = _common.ResultsLog(tmp_path / "r.jsonl", ("i",))
+    owned = [[idx for idx, _ in _common.pending_chunks(range(10), 1, lambda i: (i,), log, _common.Shard(s, 3))]
+             for s in (1, 2, 3)]
+    assert sorted(sum(owned, [])) == list(range(10)) and owned[0] == [0, 3, 6, 9]
+    assert _common.results_name(_common.Shard(2, 3)) == "results.shard-2-of-3.jsonl"

@@ -1,0 +1,465 @@
+"""Linguistic benchmarks, base vs RL-tuned (proposal 4.1): accuracy at the output and by layer.
+
+    python -m studies.benchmarks                                  # toy pair, shipped data
+    python -m studies.benchmarks --pair llama2-7b --tasks boolq,copa --shots 0,5 \\
+        --data boolq=boolq_val.jsonl --data copa=copa_val.jsonl --dtype bfloat16
+
+For every model of the pair (one in memory at a time), task, number of shots (``--shots``,
+demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``), chat template
+(``--chat-template``: the context as the user turn of the chat model's template, used for both
+models) and item, every option is scored by its log-likelihood (``probes.multiple_choice``,
+one context forward + one forward for all options from its KV cache), at the output and, with
+``--layers all``, at every block through the logit lens. The first ``--generate N`` items of
+each condition are also answered by free greedy generation, mapped back to an option by
+string matching (``generations.csv``, for reading).
+
+Data: ``--data task=PATH`` per task; without it the small fixtures shipped in
+``tasks/fixtures`` are used (a handful of hand-written items each: a smoke test, not the
+benchmark). ``toy_capitals`` is the toy world's capital questions (the toy pair's own task).
+
+Outputs (``runs/benchmarks/<pair>/`` or ``--out``): ``results.jsonl`` (one row per model x
+task x shots x chat template x item, resumable), ``summary.csv`` (accuracy, acc_norm with
+bootstrap intervals per model x condition x readout), ``comparison.csv`` (chat vs base:
+McNemar and paired bootstrap), ``generations.csv``, ``meta.json``, figures (PNG + PDF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STUDY = "benchmarks"
+KEY_FIELDS = ("model", "task", "shots", "chat_template", "item")
+DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "stsb", "mmlu", "imppres",
+                 "implicature", "triviaqa_mc")
+NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
+
+
+@dataclass(frozen=True)
+class Work:
+    """One item under one condition (its context already has demonstrations / template)."""
+
+    task: str
+    shots: int
+    chat_template: bool
+    item: object  # MCItem
+    index: int  # position within its condition (generation runs on the first N)
+
+
+# -- tasks and items -------------------------------------------------------------------------------
+def parse_data(specs: Sequence[str] | None) -> dict[str, str]:
+    from studies._common import StudyError
+
+    out = {}
+    for spec in specs or ():
+        task, sep, path = spec.partition("=")
+        if not sep or not task or not path:
+            raise StudyError(f"--data takes task=PATH (e.g. boolq=boolq_val.jsonl), got {spec!r}")
+        out[task.strip()] = path.strip()
+    return out
+
+
+def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, seed: int = 0) -> dict[str, list]:
+    """task -> items; unknown names, non-MC tasks and missing files become StudyError."""
+    from studies._common import StudyError
+    from tasks.benchmarks import TASKS, toy_capitals
+    from tasks.sources import MissingDatasetError
+
+    loaders = {**TASKS, toy_capitals.NAME: toy_capitals.load}  # the toy task reads no external data
+    unknown = [t for t in tasks if t not in loaders] + [t for t in data if t not in tasks]
+    if unknown:
+        raise StudyError(f"unknown task(s) {unknown} (or --data for a task not in --tasks); "
+                         f"valid tasks: {', '.join(sorted(t for t in loaders if t not in NOT_MC))}")
+    fixtures = [t for t in tasks if t not in data and t != "toy_capitals"]
+    if fixtures:
+        print(f"note: no --data for {', '.join(fixtures)}: using the shipped fixtures (tasks/fixtures, ~12 "
+              "hand-written items per task): a smoke test, not the benchmark. Pass --data task=PATH.", file=sys.stderr)
+    out = {}
+    for task in tasks:
+        if task in NOT_MC:
+            raise StudyError(f"task {task!r}: {NOT_MC[task]}; this study scores multiple-choice tasks")
+        try:
+            out[task] = loaders[task](data=data.get(task, "fixture"), limit=limit)
+        except MissingDatasetError as err:
+            raise StudyError(str(err)) from None
+        except (KeyError, ValueError) as err:
+            raise StudyError(f"task {task!r}: {err}") from None
+        if not out[task]:
+            raise StudyError(f"task {task!r}: no items loaded")
+    return out
+
+
+def make_work(items: dict[str, list], shots: Sequence[int], templates: Sequence[bool], template_tok,
+              seed: int) -> list[Work]:
+    """Every (task, shots, chat template, item), demonstrations drawn from the task's own items."""
+    import dataclasses
+
+    from probes.chat import chat_prompt
+    from studies._common import StudyError
+    from tasks.items import build_fewshot
+
+    work = []
+    for task, its in items.items():
+        for k in shots:
+            if k >= len(its):
+                raise StudyError(f"task {task!r} has {len(its)} items: too few for {k}-shot prompts (drawn from "
+                                 "the other items); lower --shots or raise --limit")
+            for tmpl in templates:
+                for i, item in enumerate(its):
+                    shot = build_fewshot(its, item, k, seed)
+                    if tmpl:
+                        shot = dataclasses.replace(shot, context=chat_prompt(template_tok, shot.context))
+                    work.append(Work(task, k, tmpl, shot, i))
+    return work
+
+
+# -- scoring -----------------------------------------------------------------------------------------
+def _fits(lm, item, new_tokens: int = 0) -> bool:
+    """Context + longest option (or + ``new_tokens`` generated) within the model's positions."""
+    from probes.multiple_choice import item_pairs
+
+    ctx, opts = item_pairs(lm.tokenizer, item)
+    extra = max(new_tokens, max(len(o) for o in opts))
+    return lm.max_positions is None or len(ctx) + extra <= lm.max_positions
+
+
+def _option_forms(item) -> list[list[str]]:
+    choices = item.meta.get("choices")
+    if isinstance(choices, list) and len(choices) == len(item.options):
+        return [[o, str(c)] for o, c in zip(item.options, choices)]
+    return [[o] for o in item.options]
+
+
+def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0, max_new_tokens: int = 16,
+                batch_size: int = 4) -> list[dict]:
+    """Result rows of one chunk: option log-likelihoods at every readout (+ generations)."""
+    from probes.generation import generate, map_to_option
+    from probes.multiple_choice import score_items
+
+    rows = []
+    ok = [i for i, w in enumerate(chunk) if _fits(lm, w.item)]
+    scores = dict(zip(ok, score_items(lm, [chunk[i].item for i in ok], layers=layers, batch_size=batch_size)))
+    to_generate = [i for i in ok if chunk[i].index < generate_n and _fits(lm, chunk[i].item, max_new_tokens)]
+    texts = dict(zip(to_generate, generate(lm, [chunk[i].item.context for i in to_generate], max_new_tokens))) \
+        if to_generate else {}
+    for i, w in enumerate(chunk):
+        row = {"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
+               "item": w.item.id, "label": w.item.label, "n_options": len(w.item.options),
+               "category": w.item.category}
+        if i not in scores:
+            rows.append({**row, "skipped": f"longer than the model's {lm.max_positions} positions"})
+            continue
+        s = scores[i]
+        row.update(skipped=None, layers=[("final" if l is None else l) for l in s.layers],
+                   logprobs=s.logprobs.round(6), n_tokens=s.n_tokens, n_chars=s.n_chars,
+                   pred=s.pred(), pred_norm=s.pred_norm(), acc=s.acc(), acc_norm=s.acc_norm(),
+                   prob_label=float(s.probs()[s.label]))
+        if w.item.task == "triviaqa_ptrue":
+            row["p_true"] = s.p_true()
+        if i in texts:
+            option = map_to_option(texts[i], _option_forms(w.item))
+            row.update(generation=texts[i], generated_option=option,
+                       generated_correct=None if option is None else option == w.item.label)
+        rows.append(row)
+    return rows
+
+
+# -- tables -------------------------------------------------------------------------------------------
+CONDITION = ["task", "shots", "chat_template"]
+
+
+def layer_table(rows: list[dict]):
+    """Tidy: one row per model x item x readout with ``acc``, ``acc_norm``, ``prob_label``."""
+    import numpy as np
+    import pandas as pd
+
+    out = []
+    for r in rows:
+        if r.get("skipped"):
+            continue
+        lp = np.asarray(r["logprobs"], dtype=float)
+        chars = np.asarray(r["n_chars"], dtype=float)
+        for layer, ll in zip(r["layers"], lp):
+            p = np.exp(ll - ll.max())
+            out.append({"model": r["model"], **{c: r[c] for c in CONDITION}, "item": r["item"],
+                        "layer": str(layer), "acc": int(np.argmax(ll)) == r["label"],
+                        "acc_norm": int(np.argmax(ll / chars)) == r["label"],
+                        "prob_label": float(p[r["label"]] / p.sum()), "chance": 1.0 / r["n_options"]})
+    return pd.DataFrame(out)
+
+
+def summarize(rows: list[dict], n_boot: int = 1000):
+    """Per model x condition x readout: n, acc and acc_norm with 95% bootstrap intervals."""
+    import numpy as np
+    import pandas as pd
+
+    from probes.calibration import bootstrap_ci
+
+    table = layer_table(rows)
+    out = []
+    for key, g in table.groupby(["model", *CONDITION, "layer"], sort=False):
+        rec = dict(zip(["model", *CONDITION, "layer"], key))
+        rec.update(n=len(g), chance=float(g["chance"].mean()), prob_label=float(g["prob_label"].mean()))
+        for metric in ("acc", "acc_norm"):
+            ci = bootstrap_ci(np.mean, g[metric].to_numpy(float), n_boot=n_boot)
+            rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
+        out.append(rec)
+    skipped = sum(1 for r in rows if r.get("skipped"))
+    summary = pd.DataFrame(out)
+    summary.attrs["skipped"] = skipped
+    return summary
+
+
+def compare(rows: list[dict]):
+    """Chat vs base on the items both answered (final readout): McNemar and paired bootstrap."""
+    import pandas as pd
+
+    from probes.stats import mcnemar, paired_bootstrap
+
+    table = layer_table(rows)
+    table = table[table["layer"] == "final"]
+    out = []
+    for key, g in table.groupby(CONDITION, sort=False):
+        wide = g.pivot_table(index="item", columns="model", values=["acc", "acc_norm"], aggfunc="first")
+        if "base" not in wide["acc"] or "chat" not in wide["acc"]:
+            continue
+        wide = wide.dropna()
+        for metric in ("acc", "acc_norm"):
+            a, b = wide[metric]["base"].astype(bool).to_numpy(), wide[metric]["chat"].astype(bool).to_numpy()
+            mc, pb = mcnemar(a, b), paired_bootstrap(a, b)
+            out.append({**dict(zip(CONDITION, key)), "metric": metric, "n": len(a), "base": a.mean(),
+                        "chat": b.mean(), "diff": pb.diff, "diff_low": pb.ci_low, "diff_high": pb.ci_high,
+                        "bootstrap_p": pb.p_value, "mcnemar_b": mc.b, "mcnemar_c": mc.c,
+                        "mcnemar_p": mc.p_value, "mcnemar_method": mc.method})
+    return pd.DataFrame(out)
+
+
+def generations(rows: list[dict]):
+    import pandas as pd
+
+    cols = ["model", *CONDITION, "item", "label", "generated_option", "generated_correct", "generation"]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows if "generation" in r], columns=cols)
+
+
+def _tag(shots, tmpl) -> str:
+    return f"{shots}shot_{'chat' if tmpl else 'raw'}"
+
+
+def make_figures(summary, out: Path) -> list[Path]:
+    from figures.by_layer import plot_by_layer
+    from figures.task_bars import plot_task_bars
+
+    paths = []
+    for (shots, tmpl), g in summary.groupby(["shots", "chat_template"]):
+        final = g[g["layer"] == "final"].rename(columns={"acc": "accuracy", "acc_low": "ci_low", "acc_high": "ci_high"})
+        paths += plot_task_bars(final, out / f"accuracy_{_tag(shots, tmpl)}",
+                                title=f"{shots}-shot, chat template {'on' if tmpl else 'off'}")
+        by_layer = g[g["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int)).rename(
+            columns={"acc_low": "ci_low", "acc_high": "ci_high"})
+        if not by_layer.empty:
+            paths += plot_by_layer(by_layer, out / f"accuracy_by_layer_{_tag(shots, tmpl)}", value_col="acc",
+                                   facet_col="task", ylabel="accuracy (logit lens)")
+    return paths
+
+
+def report(summary, comparison) -> str:
+    final = summary[summary["layer"] == "final"]
+    lines = ["accuracy (final readout; acc_norm in brackets):"]
+    for key, g in final.groupby(CONDITION, sort=False):
+        cells = ", ".join(f"{r.model} {r.acc:.2f} [{r.acc_norm:.2f}]" for r in g.itertuples())
+        lines.append(f"  {key[0]:14s} {key[1]}-shot {'chat' if key[2] else 'raw '} n={int(g['n'].iloc[0]):4d}: {cells}")
+    if len(comparison):
+        acc = comparison[comparison["metric"] == "acc"]
+        lines.append("chat - base accuracy (paired bootstrap 95% CI; McNemar p):")
+        for r in acc.itertuples():
+            lines.append(f"  {r.task:14s} {r.shots}-shot {'chat' if r.chat_template else 'raw '}: {r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]; "
+                         f"p = {r.mcnemar_p:.3g}")
+    if summary.attrs.get("skipped"):
+        lines.append(f"note: {summary.attrs['skipped']} rows skipped (prompt longer than the model's context)")
+    return "\n".join(lines)
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def _csv(text: str) -> tuple[str, ...]:
+    parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one value")
+    return parts
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError("shots must be >= 0")
+    return values
+
+
+def _on_off(text: str) -> tuple[bool, ...]:
+    parts = _csv(text)
+    bad = [p for p in parts if p not in ("on", "off")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"invalid choice {bad[0]!r}; choose from on, off")
+    return tuple(p == "on" for p in parts)
+
+
+def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) -> None:
+    """Arguments shared with ``studies.calibration``."""
+    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
+    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
+    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    p.add_argument("--tasks", type=_csv, default=tuple(default_tasks), help=f"default {','.join(default_tasks)}")
+    p.add_argument("--data", action="append", metavar="TASK=PATH", help="a task's data file (repeatable); default: fixtures")
+    p.add_argument("--limit", type=int, help="at most N items per task")
+    p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (logit lens)")
+    p.add_argument("--batch-size", type=int, default=8, help="items per chunk written to results.jsonl")
+    p.add_argument("--out", help=f"output folder (default runs/<study>/<pair>/)")
+    p.add_argument("--dtype", help="float32, bfloat16, float16, auto")
+    p.add_argument("--device", help="e.g. cpu, cuda")
+    p.add_argument("--device-map", help="accelerate device_map, e.g. auto")
+    p.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+    p.add_argument("--seed", type=int, default=0, help="seeds few-shot draws and bootstraps")
+    p.add_argument("--shard", help="i/n: run chunk shard i of n (results.shard-i-of-n.jsonl)")
+    p.add_argument("--summary-only", action="store_true", help="recompute tables and figures from results*.jsonl")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+
+
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be >= 1")
+    if args.batch_size < 1:
+        p.error("--batch-size must be >= 1")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m studies.benchmarks", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p, DEFAULT_TASKS)
+    p.add_argument("--shots", type=_ints, default=(0,), help="e.g. 0,1,5 (default 0)")
+    p.add_argument("--chat-template", type=_on_off, default=(False,), help="off, on, or off,on (default off)")
+    p.add_argument("--generate", type=int, default=5, help="free generation for the first N items per condition (0: off)")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    args = p.parse_args(argv)
+    check_args(p, args)
+    return args
+
+
+def template_tokenizer(pair):
+    """The chat member's tokenizer (its template renders prompts for both models)."""
+    import transformers
+
+    from interp import LoadError
+    from probes.chat import has_chat_template
+
+    source = pair.spec.source("chat")
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise LoadError(f"could not load the tokenizer of {source!r} for its chat template ({type(err).__name__}); "
+                        "use --chat-template off, or check the path / hub id") from None
+    if not has_chat_template(tok):
+        raise LoadError(f"the tokenizer of {source!r} has no chat template; use --chat-template off")
+    return tok
+
+
+def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: int = 0) -> dict[str, float]:
+    """Score every pending chunk of ``work`` with each member (one in memory at a time)."""
+    import torch
+
+    import interp
+    from studies._common import pending_chunks, progress
+
+    layers = "all" if args.layers == "all" else None
+    timings = {}
+
+    def key_of(member):
+        return lambda w: (member, w.task, w.shots, w.chat_template, w.item.id)
+
+    if not any(pending_chunks(work, args.batch_size, key_of(m), log, shard) for m in interp.registry.MEMBERS):
+        return timings
+    for member, lm in pair:
+        t0 = time.perf_counter()
+        chunks = pending_chunks(work, args.batch_size, key_of(member), log, shard)
+        for _, chunk in progress(chunks, desc=f"{desc} {member}", total=len(chunks)):
+            with torch.no_grad():
+                log.write(score_chunk(lm, member, chunk, layers, generate_n, getattr(args, "max_new_tokens", 16)))
+        timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
+    return timings
+
+
+def load_kwargs(args) -> dict:
+    return {k: v for k, v in (("dtype", args.dtype), ("device", args.device), ("device_map", args.device_map),
+                              ("quantization", args.quantization)) if v}
+
+
+def run_study(args) -> int:
+    import torch
+
+    import interp
+    from studies._common import ResultsLog, StudyError, parse_shard, read_results, results_name, run_dir, \
+        seed_everything, write_meta
+
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    shard = parse_shard(args.shard)
+    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
+    out = run_dir(STUDY, pair.name, args.out)
+    timings: dict[str, float] = {}
+    extra: dict = {}
+    if not args.summary_only:
+        items = load_items(args.tasks, parse_data(args.data), args.limit, args.seed)
+        template_tok = template_tokenizer(pair) if any(args.chat_template) else None
+        work = make_work(items, args.shots, args.chat_template, template_tok, args.seed)
+        log = ResultsLog(out / results_name(shard), KEY_FIELDS)
+        timings.update(score_pair(pair, work, log, shard, args, STUDY, args.generate))
+        extra.update(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
+                     n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args))
+    rows = read_results(out, KEY_FIELDS)
+    if not rows:
+        raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
+    summary = summarize(rows)
+    if summary.empty:
+        raise StudyError("every item was skipped (prompts longer than the model's context); lower --shots")
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    comparison = compare(rows)
+    comparison.to_csv(out / "comparison.csv", index=False, float_format="%.6g")
+    generations(rows).to_csv(out / "generations.csv", index=False)
+    if not args.no_figures:
+        t0 = time.perf_counter()
+        make_figures(summary, out)
+        timings["figures_s"] = round(time.perf_counter() - t0, 2)
+    timings["total_s"] = round(time.perf_counter() - started, 2)
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
+               n_rows=len(rows), key_fields=list(KEY_FIELDS), **extra)
+    print(report(summary, comparison))
+    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, generations.csv, meta.json"
+          f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, study=run_study, parse=parse_args) -> int:
+    """CLI entry point; returns the exit status (2 on bad input / missing data or weights, no traceback)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = parse(argv)
+    from interp import InterpError
+    from studies._common import StudyError
+
+    try:
+        return study(args)
+    except (InterpError, StudyError) as err:  # InterpError covers interp.LoadError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

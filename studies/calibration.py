@@ -1,0 +1,201 @@
+"""Calibration, base vs RL-tuned (proposal 4.4; Kadavath et al. 2022), at the output and by layer.
+
+    python -m studies.calibration                                 # toy pair, shipped data
+    python -m studies.calibration --pair llama2-7b --tasks mmlu,triviaqa_mc,triviaqa_ptrue \\
+        --data mmlu=mmlu_test.jsonl --data triviaqa_mc=tqa.jsonl --data triviaqa_ptrue=tqa.jsonl
+
+Items are scored exactly as in :mod:`studies.benchmarks` (option log-likelihoods at the
+output and, with ``--layers all``, through the logit lens of every block). The confidence of
+a multiple-choice item is the probability of the model's chosen option (softmax over the
+options' log-likelihoods), correct when that option is the label. For ``triviaqa_ptrue``
+(Kadavath et al.'s self-evaluation format) the confidence is P(True) = ``p(" (A)")``
+renormalised over the two options, and the outcome whether the proposed answer is right.
+
+Per model x task x readout: ECE (with a bootstrap interval), MCE, RMS calibration error,
+Brier score, NLL and accuracy; a temperature sweep and the NLL-optimal temperature (output
+readout of multiple-choice tasks). Figures: reliability diagrams base vs chat side by side,
+ECE by layer, ECE against temperature.
+
+Outputs (``runs/calibration/<pair>/`` or ``--out``): ``results.jsonl`` (resumable),
+``summary.csv``, ``reliability.csv``, ``temperature.csv``, ``meta.json``, figures (PNG + PDF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from studies import benchmarks as bm
+
+STUDY = "calibration"
+DEFAULT_TASKS = ("toy_capitals", "mmlu", "triviaqa_mc", "triviaqa_ptrue")
+PTRUE_TASKS = {"triviaqa_ptrue"}
+
+
+def _items(rows: list[dict], task: str, model: str):
+    return [r for r in rows if r["task"] == task and r["model"] == model and not r.get("skipped")]
+
+
+def confidences(rows: list[dict], layer_index: int, ptrue: bool):
+    """``(logits [item, option], labels, confidence, correct)`` at one readout."""
+    import numpy as np
+
+    from probes.calibration import confidence_and_correct, softmax
+
+    logits = np.array([r["logprobs"][layer_index] for r in rows], dtype=float)
+    labels = np.array([r["label"] for r in rows])
+    probs = softmax(logits)
+    if ptrue:
+        return logits, labels, probs[:, 0], labels == 0
+    conf, correct = confidence_and_correct(probs, labels)
+    return logits, labels, conf, correct
+
+
+def metrics(logits, labels, conf, correct, ptrue: bool, n_bins: int, strategy: str, n_boot: int) -> dict:
+    import numpy as np
+
+    from probes import calibration as cal
+
+    bins = min(n_bins, len(conf)) if strategy == "quantile" else n_bins
+    ci = cal.bootstrap_ci(cal.ece, conf, correct, n_boot=n_boot, n_bins=bins, strategy=strategy)
+    out = {"n": len(conf), "accuracy": float(np.mean(correct)), "mean_confidence": float(np.mean(conf)),
+           "ece": ci.estimate, "ece_low": ci.low, "ece_high": ci.high,
+           "mce": cal.mce(conf, correct, bins, strategy), "rms": cal.rms_calibration_error(conf, correct, bins, strategy)}
+    if ptrue:
+        out["brier"] = cal.brier_score_binary(conf, correct)
+    else:
+        out.update(brier=cal.brier_score(cal.softmax(logits), labels), nll=cal.nll(logits, labels))
+    return out
+
+
+def summarize(rows: list[dict], n_bins: int = 10, strategy: str = "uniform", n_boot: int = 200):
+    """``(summary, reliability bins, temperature sweep)`` tables, from the rows alone."""
+    import pandas as pd
+
+    from probes import calibration as cal
+
+    summary, bins, temps = [], [], []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        ptrue = task in PTRUE_TASKS
+        for model in dict.fromkeys(r["model"] for r in rows):
+            its = _items(rows, task, model)
+            if not its:
+                continue
+            if len({r["n_options"] for r in its}) > 1:
+                its = [r for r in its if r["n_options"] == its[0]["n_options"]]  # one option count per task
+            for index, layer in enumerate(its[0]["layers"]):
+                logits, labels, conf, correct = confidences(its, index, ptrue)
+                rec = {"model": model, "task": task, "layer": str(layer), "kind": "p_true" if ptrue else "mc",
+                       **metrics(logits, labels, conf, correct, ptrue, n_bins, strategy, n_boot)}
+                if layer == "final" and not ptrue:
+                    rec["temperature"] = cal.fit_temperature(logits, labels)
+                    temps += cal.temperature_sweep(logits, labels, n_bins=n_bins, strategy=strategy).to_records(
+                        model=model, task=task)
+                if layer == "final":
+                    b = min(n_bins, len(conf)) if strategy == "quantile" else n_bins
+                    bins += cal.reliability_diagram(conf, correct, b, strategy).to_records(model=model, task=task)
+                summary.append(rec)
+    return pd.DataFrame(summary), pd.DataFrame(bins), pd.DataFrame(temps)
+
+
+def make_figures(summary, bins, temps, out: Path) -> list[Path]:
+    from figures.by_layer import plot_by_layer
+    from figures.reliability import plot_reliability
+
+    paths = []
+    final = summary[summary["layer"] == "final"]
+    for task, b in bins.groupby("task", sort=False):
+        title = f"{task}: P(True) calibration" if task in PTRUE_TASKS else task
+        paths += plot_reliability(b, out / f"reliability_{task}", summary=final[final["task"] == task], title=title)
+    layered = summary[summary["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int))
+    if not layered.empty:
+        paths += plot_by_layer(layered.rename(columns={"ece_low": "ci_low", "ece_high": "ci_high"}),
+                               out / "ece_by_layer", value_col="ece", facet_col="task", ylabel="ECE (logit lens)")
+    if not temps.empty:
+        paths += plot_by_layer(temps, out / "ece_by_temperature", value_col="ece", layer_col="temperature",
+                               facet_col="task", ylabel="ECE")
+    return paths
+
+
+def report(summary) -> str:
+    final = summary[summary["layer"] == "final"]
+    lines = ["calibration (final readout): ECE [95% bootstrap CI], Brier, accuracy, fitted temperature"]
+    for r in final.itertuples():
+        temp = f", T* {r.temperature:.2f}" if "temperature" in final and r.temperature == r.temperature else ""
+        lines.append(f"  {r.task:14s} {r.model:5s} n={r.n:4d}: ECE {r.ece:.3f} [{r.ece_low:.3f}, {r.ece_high:.3f}], "
+                     f"Brier {r.brier:.3f}, acc {r.accuracy:.2f}{temp}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m studies.calibration", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    bm.add_common_args(p, DEFAULT_TASKS)
+    p.add_argument("--shots", type=int, default=0, help="demonstrations per prompt (default 0)")
+    p.add_argument("--chat-template", choices=("on", "off"), default="off")
+    p.add_argument("--bins", type=int, default=10)
+    p.add_argument("--binning", choices=("uniform", "quantile"), default="uniform")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of the ECE")
+    args = p.parse_args(argv)
+    bm.check_args(p, args)
+    if args.bins < 1 or args.shots < 0:
+        p.error("--bins must be >= 1 and --shots >= 0")
+    return args
+
+
+def run_study(args) -> int:
+    import torch
+
+    import interp
+    from studies._common import ResultsLog, StudyError, parse_shard, read_results, results_name, run_dir, \
+        seed_everything, write_meta
+
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    shard = parse_shard(args.shard)
+    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **bm.load_kwargs(args))
+    out = run_dir(STUDY, pair.name, args.out)
+    timings: dict[str, float] = {}
+    extra: dict = {}
+    if not args.summary_only:
+        items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed)
+        template = args.chat_template == "on"
+        work = bm.make_work(items, [args.shots], [template], bm.template_tokenizer(pair) if template else None, args.seed)
+        log = ResultsLog(out / results_name(shard), bm.KEY_FIELDS)
+        timings.update(bm.score_pair(pair, work, log, shard, args, STUDY))
+        extra.update(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
+                     n_items={t: len(v) for t, v in items.items()}, load_options=bm.load_kwargs(args))
+    rows = read_results(out, bm.KEY_FIELDS)
+    if not any(not r.get("skipped") for r in rows):
+        raise StudyError(f"no scored results in {out} (results*.jsonl); run without --summary-only, or lower --shots")
+    summary, bins, temps = summarize(rows, args.bins, args.binning, args.n_boot)
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    bins.to_csv(out / "reliability.csv", index=False, float_format="%.6g")
+    temps.to_csv(out / "temperature.csv", index=False, float_format="%.6g")
+    if not args.no_figures:
+        t0 = time.perf_counter()
+        make_figures(summary, bins, temps, out)
+        timings["figures_s"] = round(time.perf_counter() - t0, 2)
+    timings["total_s"] = round(time.perf_counter() - started, 2)
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
+               n_rows=len(rows), key_fields=list(bm.KEY_FIELDS), **extra)
+    print(report(summary))
+    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, reliability.csv, temperature.csv, meta.json"
+          f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input / missing data or weights)."""
+    return bm.main(argv, study=run_study, parse=parse_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Stage 3: RL-tune a copy of the base against the reward model.
+
+REINFORCE with a leave-one-out baseline (RLOO): ``samples`` completions per prompt, each with
+return ``r - beta * sum_t (log pi(y_t) - log pi_base(y_t))`` (sampled KL to the base); the
+advantage of a sample is its return minus the mean return of the prompt's other samples.
+Prompts are the train split of ``tasks.toy_world.rl_prompts`` (harmful cues, benign cues,
+plain questions, all in chat format).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from tasks.toy_world import rl_prompts
+
+from .common import positions
+from .evaluate import generate, reward_scores
+
+
+@dataclass
+class RLConfig:
+    steps: int = 150
+    prompts_per_step: int = 32
+    samples: int = 4
+    beta: float = 0.05
+    lr: float = 1e-4
+    max_new_tokens: int = 8
+    seed: int = 0
+
+
+def _completion_logprobs(model, ids, mask, n_prompt) -> torch.Tensor:
+    """Sum of log-probs of the completion tokens, ``[batch]``, and the per-token values."""
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
+    logp = F.log_softmax(logits[:, n_prompt - 1: -1].float(), -1)
+    tok = ids[:, n_prompt:]
+    return logp.gather(-1, tok[..., None]).squeeze(-1) * mask[:, n_prompt:]
+
+
+def train_rl(base, reward_model, tokenizer, cfg: RLConfig, log=print):
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    policy = copy.deepcopy(base)
+    policy.train()
+    base.eval()
+    reward_model.eval()
+    pool = [p["prompt"] for p in rl_prompts("train")]
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    history = []
+    t0 = time.time()
+    for step in range(cfg.steps):
+        batch = [p for p in rng.sample(pool, cfg.prompts_per_step) for _ in range(cfg.samples)]
+        policy.eval()
+        ids, mask, n = generate(policy, tokenizer, batch, cfg.max_new_tokens, sample=True, generator=gen)
+        policy.train()
+        with torch.no_grad():
+            reward = reward_scores(reward_model, ids, mask)
+            ref = _completion_logprobs(base, ids, mask, n)
+        logp = _completion_logprobs(policy, ids, mask, n)
+        kl = (logp.detach() - ref).sum(-1)
+        ret = (reward - cfg.beta * kl).view(cfg.prompts_per_step, cfg.samples)
+        baseline = (ret.sum(1, keepdim=True) - ret) / (cfg.samples - 1)
+        adv = (ret - baseline).view(-1)
+        loss = -(adv * logp.sum(-1)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        opt.step()
+        history.append({"step": step, "reward": reward.mean().item(), "kl": kl.mean().item()})
+        if step % 10 == 0 or step == cfg.steps - 1:
+            log(f"rl step {step} reward {reward.mean().item():.3f} kl {kl.mean().item():.3f} ({time.time() - t0:.0f}s)")
+    policy.eval()
+    return policy, history

@@ -1,10 +1,11 @@
 """(3) Logit lens over every layer: GPT-2-small-shaped random model, batch 4 x 128 tokens,
 ``resid_post`` of all 12 layers decoded at the last position and at every position.
-Ours: ``interp.lens.readout``, streaming one layer at a time and keeping top-5, entropy and
-two targets' rank/probability. Naive: materialise ``[layer, batch, pos, vocab]`` logits and
+Ours: ``interp.lens.readout``, decoding groups of layers whose logits fit
+``interp.lens.DECODE_BUDGET`` and keeping top-5, entropy and two targets' rank/probability. Naive: materialise ``[layer, batch, pos, vocab]`` logits and
 log-softmax, then the same reductions (entropy, ranks and top-5 of the whole tensor).
-``--quick`` decodes the all-positions case for one prompt only (a quarter of the work). Both start from the same captured residuals; the forward that
-captures them is timed on its own for scale.
+``--quick`` decodes the all-positions case for one prompt only (a quarter of the work).
+Both start from the same captured residuals; the forward that captures them is timed on its
+own for scale.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ def run(quick: bool) -> list[dict]:
              (f"all positions{' of prompt 0' if quick else ''}", every[:, :all_rows], targets[:all_rows]))
     for where, resids, tgt in cases:
         fns = {
-            "ours: lens.readout (streaming)": lambda r=resids, t=tgt: readout(lm, r, targets=t, k=K),
+            "ours: lens.readout (layer groups)": lambda r=resids, t=tgt: readout(lm, r, targets=t, k=K),
             "naive: materialised log-softmax": lambda r=resids, t=tgt: naive(lm, r, t),
         }
         small = where == "last position"
         repeats = (3 if small else 1) if quick else (10 if small else 2)
         results: dict = {}
         times, peaks = interleaved(fns, repeats, warmup=1 if small or not quick else 0, results=results)
-        ours, theirs = results["ours: lens.readout (streaming)"], results["naive: materialised log-softmax"]
+        ours, theirs = results["ours: lens.readout (layer groups)"], results["naive: materialised log-softmax"]
         agree = bool(torch.equal(ours.top_ids, theirs[1]) and torch.equal(ours.target_rank, theirs[3]))
         base = baseline(times, "naive: materialised log-softmax")
         for name in fns:

@@ -7,7 +7,7 @@
     interp.lens.logit_lens(lm, run.cache["blocks.3.hook_resid_post"])
 """
 
-from interp import lens
+from interp import direct, lens, patching, transplant
 from interp.adapters import ARCHITECTURES, Arch
 from interp.cache import ActivationCache, Run
 from interp.errors import InterpError, LoadError, PromptError, UnknownHook, UnsupportedArchitecture
@@ -20,5 +20,5 @@ from interp.registry import PAIRS, PairSpec
 __all__ = [
     "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "PAIRS", "Pair",
     "PairSpec", "PromptError", "Run", "UnknownHook", "UnsupportedArchitecture", "add", "block_hook",
-    "lens", "load", "load_pair", "replace",
+    "direct", "lens", "load", "load_pair", "patching", "replace", "transplant",
 ]

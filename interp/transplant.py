@@ -7,14 +7,17 @@ output from the residual stream flips the decoded token back towards the argumen
     ups = updates(lm, ["The capital of Poland is"])               # [layer, 1, d_model]
     res = transplant(lm, ["Spain"], ups[9, 0], layer=9)           # res.final.top_ids [1, k]
     abl = ablate_each_layer(lm, ["The capital of Poland is"])     # abl.top_ids [layer, 1, k]
+    each = transplant_each_layer(lm, ["Spain:"], ups[:, 0])      # each.layers.top_ids [layer, 1, k]
 
-Every function is one forward pass. Positions are prompt-relative (``-1`` is each prompt's
+Every function is one forward pass (the ``*_each_layer`` ones batch every layer's variant
+of the prompts into it). Positions are prompt-relative (``-1`` is each prompt's
 last real token, padding or not). ``hook`` is a per-block short name: ``"mlp_out"`` (FFN
 update, the default) or ``"attn_out"``; ``transplant`` also writes to the residual points.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +28,7 @@ from interp.errors import InterpError, UnknownHook
 from interp.hook_names import BLOCK_POINTS, block_hook
 from interp.interventions import add, replace
 from interp.lens import LayerReadout, logit_lens, readout, reduce_logits
+from interp.positions import columns
 
 UPDATE_POINTS: tuple[str, ...] = ("attn_out", "mlp_out")
 MODES: tuple[str, ...] = ("add", "replace")
@@ -35,7 +39,7 @@ class TokenReadout:
     """The decoded distribution at one position per prompt.
 
     Leading axes ``...`` are ``[batch]`` from ``transplant`` / ``ablate`` and
-    ``[layer, batch]`` from ``ablate_each_layer``.
+    ``[layer, batch]`` from ``ablate_each_layer`` / ``transplant_each_layer``.
 
     Attributes:
         top_ids: top-k token ids ``[..., k]``, most probable first.
@@ -44,8 +48,8 @@ class TokenReadout:
         target_rank: rank of each target id (0 = top-1) ``[..., n_target]``, or ``None``
             when no ``targets_ids`` were given.
         target_prob: probability of each target id ``[..., n_target]`` or ``None``.
-        logits: the full logits ``[batch, vocab]``; ``None`` from ``ablate_each_layer``,
-            which streams layer by layer and keeps only the reductions.
+        logits: the full logits ``[batch, vocab]``; ``None`` from the ``*_each_layer``
+            functions, which keep only the reductions.
     """
 
     top_ids: Int[Tensor, "... k"]
@@ -69,6 +73,19 @@ class TransplantResult:
 
     final: TokenReadout
     layers: LayerReadout
+
+
+@dataclass
+class EachLayerTransplant:
+    """What ``transplant_each_layer`` returns, from one batched forward pass.
+
+    Attributes:
+        baseline: the targets' output readout without any vector, fields ``[batch, ...]``.
+        layers: the output readout with layer l's vector written in, fields ``[layer, batch, ...]``.
+    """
+
+    baseline: TokenReadout
+    layers: TokenReadout
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -130,6 +147,41 @@ def decode(
     logits = logits.float()
     top_ids, top_probs, entropy, rank, prob = reduce_logits(logits, targets, k)
     return TokenReadout(top_ids, top_probs, entropy, rank, prob, logits if keep_logits else None)
+
+
+def _map_fields(res: TokenReadout | LayerReadout, fn: Callable[[Tensor], Tensor]) -> TokenReadout:
+    """A ``TokenReadout`` of ``fn`` applied to every reduction of ``res`` (no ``logits``)."""
+    f = lambda x: None if x is None else fn(x)  # noqa: E731
+    return TokenReadout(f(res.top_ids), f(res.top_probs), f(res.entropy), f(res.target_rank), f(res.target_prob))
+
+
+def _decode_each_layer(lm, prompts, hook: str, position: int, read: int, first_group: int,
+                       edit: Callable[[int, Tensor], Tensor],
+                       targets_ids: Int[Tensor, "batch n_target"] | None, k: int) -> TokenReadout:
+    """Run ``first_group + n_layers`` copies of ``prompts`` as one batch; in copy
+    ``first_group + l`` the activation ``blocks.{l}.hook_{hook}`` at ``position`` becomes
+    ``edit(l, activation [batch, 1, d_model])``, every other copy is left alone. Returns the
+    output readout at position ``read``, fields ``[first_group + layer, batch, ...]``."""
+    ids, _, lengths = lm.to_tokens(prompts)
+    n, seq = ids.shape
+    seqs = [ids[i, seq - int(lengths[i]):] for i in range(n)]  # the prompts' tokens, unpadded
+    cols = columns(position, lengths, seq)  # [batch, 1]: every copy pads the same way
+
+    def write(layer: int):
+        def fn(act):
+            rows = torch.arange(n, device=act.device)[:, None] + (first_group + layer) * n
+            c = cols.to(act.device)
+            out = act.clone()
+            out[rows, c] = edit(layer, act[rows, c])
+            return out
+        return fn
+
+    writes = {block_hook(layer, hook): write(layer) for layer in range(lm.n_layers)}
+    groups = first_group + lm.n_layers
+    run = lm.run(seqs * groups, positions=read, interventions=writes)
+    rows_targets = None if targets_ids is None else targets_ids.repeat(groups, 1)
+    res = decode(run.logits[:, 0], rows_targets, k, keep_logits=False)  # rows are group-major
+    return _map_fields(res, lambda x: x.reshape(groups, n, *x.shape[1:]))
 
 
 # -- the API ----------------------------------------------------------------------------------
@@ -240,12 +292,16 @@ def ablate_each_layer(
     targets_ids: Int[Tensor, "batch n_target"] | None = None,
     k: int = 5,
     position: int = -1,
+    propagate: bool = False,
 ) -> TokenReadout:
-    """``ablate(propagate=False)`` at every layer from one forward pass.
+    """``ablate(..., propagate=propagate)`` at every layer from one forward pass.
 
-    Captures ``resid_post`` and ``hook`` at every layer at ``position`` only, then decodes
-    ``resid_post[l] - update[l]`` in groups of layers whose logits fit ``interp.lens.DECODE_BUDGET``
-    (never the whole ``[layer, batch, vocab]`` for a big batch).
+    With ``propagate=False`` it captures ``resid_post`` and ``hook`` at every layer at
+    ``position`` only, then decodes ``resid_post[l] - update[l]`` in groups of layers whose
+    logits fit ``interp.lens.DECODE_BUDGET`` (never the whole ``[layer, batch, vocab]`` for a
+    big batch). With ``propagate=True`` it runs ``layer`` copies of the prompts as one batch
+    of ``layer x batch`` rows, copy l with layer l's update zeroed at ``position``, and reads
+    the output at ``position`` (the logits of all rows exist at once).
 
     Returns:
         ``TokenReadout`` with fields ``[layer, batch, ...]`` and ``logits=None``.
@@ -253,11 +309,54 @@ def ablate_each_layer(
     _check_hook(lm, hook, UPDATE_POINTS)
     _check_k(lm, k)
     targets_ids = _check_targets(lm, targets_ids, _n_prompts(lm, prompts))
+    if propagate:
+        return _decode_each_layer(lm, prompts, hook, position, position, 0,
+                                  lambda layer, act: torch.zeros_like(act), targets_ids, k)
     run = lm.run(prompts, capture=["resid_post", hook], positions=position, logits=False)
     resids = run.cache.stack("resid_post")[:, :, 0] - run.cache.stack(hook)[:, :, 0]  # [layer, batch, d_model]
     layers = readout(lm, resids.unsqueeze(2), targets=targets_ids, k=k)  # [layer, batch, 1, ...]
-    squeeze = lambda x: None if x is None else x[:, :, 0]  # noqa: E731
-    return TokenReadout(squeeze(layers.top_ids), squeeze(layers.top_probs), squeeze(layers.entropy),
-                        squeeze(layers.target_rank), squeeze(layers.target_prob))
+    return _map_fields(layers, lambda x: x[:, :, 0])
 
 
+def transplant_each_layer(
+    lm,
+    targets,
+    vectors: Float[Tensor, "layer d_model"] | Float[Tensor, "layer batch d_model"],
+    hook: str = "mlp_out",
+    position: int = -1,
+    targets_ids: Int[Tensor, "batch n_target"] | None = None,
+    k: int = 5,
+) -> EachLayerTransplant:
+    """``transplant(lm, targets, vectors[l], l, hook, "add", position, ...).final`` for every
+    layer l, and the targets without a vector, from one forward pass.
+
+    The batch holds ``1 + layer`` copies of the targets: copy 0 unchanged, copy ``1 + l``
+    with ``vectors[l]`` added to ``blocks.{l}.hook_{hook}`` at ``position``. Its memory is
+    that of a forward pass over ``(1 + layer) x batch`` prompts.
+
+    Args:
+        vectors: one vector per layer ``[layer, d_model]`` (e.g. mean o-vectors of source
+            prompts), or one per layer and target ``[layer, batch, d_model]``.
+        Other arguments as in ``transplant``.
+
+    Returns:
+        ``EachLayerTransplant``: ``baseline`` ``[batch, ...]`` and ``layers`` ``[layer, batch, ...]``
+        readouts at the last position.
+    """
+    _check_hook(lm, hook, BLOCK_POINTS)
+    _check_k(lm, k)
+    n = _n_prompts(lm, targets)
+    vectors = torch.as_tensor(vectors)
+    if not vectors.is_floating_point() or vectors.ndim not in (2, 3) or vectors.shape[0] != lm.n_layers \
+            or vectors.shape[-1] != lm.d_model or (vectors.ndim == 3 and vectors.shape[1] != n):
+        raise InterpError(
+            f"vectors must be a float tensor [layer={lm.n_layers}, d_model={lm.d_model}] or "
+            f"[layer={lm.n_layers}, batch={n}, d_model={lm.d_model}], got {vectors.dtype} {tuple(vectors.shape)}"
+        )
+    targets_ids = _check_targets(lm, targets_ids, n)
+
+    def add_vector(layer: int, act: Tensor) -> Tensor:  # act [batch, 1, d_model]
+        return act + vectors[layer].to(device=act.device, dtype=act.dtype).reshape(-1, 1, lm.d_model)
+
+    res = _decode_each_layer(lm, targets, hook, position, -1, 1, add_vector, targets_ids, k)
+    return EachLayerTransplant(baseline=_map_fields(res, lambda x: x[0]), layers=_map_fields(res, lambda x: x[1:]))

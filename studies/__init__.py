@@ -1,4 +1,4 @@
-"""Studies: one module per study, runnable as ``python -m studies.NAME --pair PAIR``.
+"""Studies: one module (or package) per study, runnable as ``python -m studies.NAME --pair PAIR``.
 
 Each study is thin glue: a task (``tasks``) -> readouts of the forward pass (``interp``,
 ``probes``) -> tidy results -> figures (``figures``). Output conventions shared by every study
@@ -10,4 +10,6 @@ Studies:
 - ``ffn_capitals``: Merullo, Eickhoff & Pavlick (2023) on a base model and its RL-tuned
   counterpart: early decoding of the capital task by layer, FFN ablation and o-vector
   transplant, and which sublayer (attention or FFN) writes the answer.
+- ``benchmarks``: benchmark accuracy of base vs chat with paired statistics, by layer.
+- ``calibration``: calibration of base vs chat (ECE, reliability, temperature, P(True)), by layer.
 """

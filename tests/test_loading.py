@@ -77,7 +77,10 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_unreachable_hub_model_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    # The environment variable is read at import; the constant is what the hub client checks.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(LoadError, match=r"could not load 'meta-llama/Llama-2-7b-hf'.*gated.*local folder"):
         interp.load("llama2-7b/base")
 

@@ -1,6 +1,7 @@
 """``python -m studies.ffn_capitals`` end to end on the toy pair, its resumption, its errors,
-and the study's building blocks checked against the core (``interp.transplant``) and the toy
-world's own prompts."""
+and the study's building blocks checked against the core (``interp.lens``, ``interp.transplant``)
+and the toy world's own prompts. The batched all-layer transplant / ablation and direct logit
+attribution are tested in ``test_transplant.py`` and ``test_direct.py``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 import interp
-from interp.transplant import ablate, ablate_each_layer, transplant
+from interp.transplant import ablate_each_layer
 from studies import _common, ffn_capitals as fc
 from tasks import toy_world
 
@@ -181,7 +182,7 @@ def test_facts_file_runs(tmp_path):
 
 # -- building blocks -------------------------------------------------------------------------------
 def _facts():
-    facts = fc._toy_facts()
+    facts = fc.toy_facts()
     items, sources = fc.select_facts(facts, "test", 6, 8)
     pool = [f for f in facts if f.split == "train" and " " not in f.answer]
     return items, sources, pool
@@ -215,29 +216,6 @@ def test_answer_first_token(base_lm):
     ids = fc.continuation_tokens(tok, "The capital of Poland is", "Warsaw")
     assert tok.convert_ids_to_tokens(ids) == ["War", "##saw"]
     assert tok.convert_ids_to_tokens(fc.continuation_tokens(tok, "Q: ... A:", "Poland")) == ["Pol", "##and"]
-
-
-def test_batched_transplant_and_ablation_equal_the_core(base_lm):
-    lm = base_lm
-    prompts = ["The capital of Poland is", "The capital of Chad is", "Q: What is the capital of Peru? A:"]
-    targets = ["Spain:", "The language of Kenya is", "Japan:"]
-    answers = ["Madrid", "Nairobi", "Tokyo"]
-    ids = torch.tensor([fc.continuation_tokens(lm.tokenizer, t, a)[0] for t, a in zip(targets, answers)])
-    with torch.no_grad():
-        vectors = interp.transplant.updates(lm, prompts).mean(1)
-        top, rank = fc.transplant_all_layers(lm, targets, ids, vectors)
-        for layer in range(lm.n_layers):
-            ref = transplant(lm, targets, vectors[layer], layer, targets_ids=ids[:, None], k=1).final
-            assert torch.equal(rank[1 + layer], ref.target_rank[:, 0])
-            assert torch.equal(top[1 + layer], ref.top_ids[:, 0])
-        plain = lm.run(targets, positions=-1).logits[:, -1]
-        assert torch.equal(top[0], plain.argmax(-1))
-        assert not torch.equal(rank[1:], rank[:1].expand(lm.n_layers, -1))  # the vector does something
-        a_ids = torch.tensor([fc.continuation_tokens(lm.tokenizer, p, "x")[0] for p in prompts])
-        top_o, rank_o = fc.ablate_output_all_layers(lm, prompts, a_ids)
-        for layer in range(lm.n_layers):
-            ref = ablate(lm, prompts, layer, propagate=True, targets_ids=a_ids[:, None], k=1)
-            assert torch.equal(rank_o[layer], ref.target_rank[:, 0]) and torch.equal(top_o[layer], ref.top_ids[:, 0])
 
 
 def test_study_rows_match_the_core_readouts(base_lm):

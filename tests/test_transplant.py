@@ -7,7 +7,7 @@ import torch
 
 import interp
 from interp.lens import logit_lens
-from interp.transplant import ablate, ablate_each_layer, transplant, updates
+from interp.transplant import ablate, ablate_each_layer, transplant, transplant_each_layer, updates
 from tests.conftest import PROMPTS
 
 ATOL = 1e-5
@@ -177,6 +177,45 @@ def test_ablate_each_layer_equals_looping_ablate(lm, hook, layers_per_chunk, mon
         torch.testing.assert_close(each.entropy[layer], one.entropy, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("hook", ["mlp_out", "attn_out"])
+@pytest.mark.parametrize("position", [-1, 1])
+def test_ablate_each_layer_with_propagation_equals_looping_ablate(lm, hook, position):
+    targets = targets_for(lm)
+    each = ablate_each_layer(lm, PROMPTS, hook=hook, targets_ids=targets, k=3, position=position, propagate=True)
+    assert each.top_ids.shape == (lm.n_layers, len(PROMPTS), 3) and each.logits is None
+    for layer in range(lm.n_layers):
+        one = ablate(lm, PROMPTS, layer, hook=hook, targets_ids=targets, k=3, position=position, propagate=True)
+        assert torch.equal(each.top_ids[layer], one.top_ids)
+        assert torch.equal(each.target_rank[layer], one.target_rank)
+        torch.testing.assert_close(each.top_probs[layer], one.top_probs, rtol=0, atol=1e-6)
+        torch.testing.assert_close(each.target_prob[layer], one.target_prob, rtol=0, atol=1e-6)
+    flat = ablate_each_layer(lm, PROMPTS, hook=hook, targets_ids=targets, k=3, position=position)
+    if hook == "mlp_out":  # nothing reads the last FFN update: both views agree at the last layer
+        torch.testing.assert_close(each.target_prob[-1], flat.target_prob[-1], rtol=0, atol=1e-6)
+    assert not torch.allclose(each.top_probs[0], flat.top_probs[0])  # earlier, later layers see the change
+
+
+@pytest.mark.parametrize("per_target", [False, True])
+@pytest.mark.parametrize("hook, position", [("mlp_out", -1), ("attn_out", -1), ("mlp_out", 1)])
+def test_transplant_each_layer_equals_looping_transplant(lm, per_target, hook, position):
+    torch.manual_seed(2)
+    shape = (lm.n_layers, len(PROMPTS), lm.d_model) if per_target else (lm.n_layers, lm.d_model)
+    vectors = 3 * torch.randn(shape)
+    targets = targets_for(lm)
+    each = transplant_each_layer(lm, PROMPTS, vectors, hook=hook, position=position, targets_ids=targets, k=3)
+    assert each.layers.top_ids.shape == (lm.n_layers, len(PROMPTS), 3)
+    assert each.baseline.target_rank.shape == (len(PROMPTS), 2) and each.layers.logits is None
+    for layer in range(lm.n_layers):
+        ref = transplant(lm, PROMPTS, vectors[layer], layer, hook=hook, position=position, targets_ids=targets, k=3)
+        assert torch.equal(each.layers.target_rank[layer], ref.final.target_rank)
+        assert torch.equal(each.layers.top_ids[layer], ref.final.top_ids)
+        torch.testing.assert_close(each.layers.target_prob[layer], ref.final.target_prob, rtol=0, atol=1e-6)
+    plain = clean_last_logits(lm)
+    assert torch.equal(each.baseline.top_ids[:, 0], plain.argmax(-1))
+    torch.testing.assert_close(each.baseline.target_prob, plain.softmax(-1).gather(-1, targets), rtol=0, atol=1e-6)
+    assert not torch.equal(each.layers.top_probs, each.baseline.top_probs.expand(lm.n_layers, -1, -1))  # it acts
+
+
 def test_bad_input_names_the_valid_choices(lm_of):
     lm = lm_of("gpt2")
     with pytest.raises(interp.InterpError, match=r"\[d_model=64\] or \[batch=3, d_model=64\]"):
@@ -198,3 +237,9 @@ def test_bad_input_names_the_valid_choices(lm_of):
         ablate(lm, PROMPTS, 0, targets_ids=torch.zeros(2, 1, dtype=torch.long))
     with pytest.raises(interp.UnknownHook, match="no resid_mid"):
         transplant(lm_of("gptj"), PROMPTS, torch.zeros(64), 0, hook="resid_mid")
+    with pytest.raises(interp.InterpError, match=r"\[layer=3, d_model=64\] or \[layer=3, batch=3, d_model=64\]"):
+        transplant_each_layer(lm, PROMPTS, torch.zeros(2, 64))
+    with pytest.raises(interp.InterpError, match=r"\[layer=3, batch=3, d_model=64\]"):
+        transplant_each_layer(lm, PROMPTS, torch.zeros(3, 2, 64))
+    with pytest.raises(interp.UnknownHook, match="attn_out, mlp_out"):
+        ablate_each_layer(lm, PROMPTS, hook="resid_post", propagate=True)

@@ -1,0 +1,213 @@
+"""The command line: arguments, the run over models and conditions, outputs and figures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS, analyse_chunk, source_vectors
+from studies.ffn_capitals.items import CONTEXT_ALIASES, CONTEXTS, SPLITS, STYLES, Condition, Item, make_items, \
+    read_facts_file, select_facts, toy_facts
+from studies.ffn_capitals.report import report
+from studies.ffn_capitals.summary import summarize
+
+STUDY = "ffn_capitals"
+
+
+# -- figures --------------------------------------------------------------------------------------
+def make_figures(summary, rows: list[dict], out: Path) -> list[Path]:
+    """All figures of the study into ``out`` (PNG + PDF) and ``top_tokens.md``."""
+    from figures.first_top1 import plot_first_top1
+    from figures.rank_by_layer import plot_contribution_by_layer, plot_rank_by_layer
+    from figures.top_tokens_table import write_top_tokens_table
+    from figures.transplant import plot_transplant
+
+    order = {name: i for i, name in enumerate(STYLES + CONTEXTS)}  # rows: context x template; columns: style
+    summary = summary.sort_values(["context", "chat_template", "style", "model", "layer"],
+                                  key=lambda col: col.map(order) if col.name in ("style", "context") else col)
+    paths = []
+    paths += plot_rank_by_layer(summary, out / "answer_rank_by_layer", value_col="answer_rank_mean",
+                                ylabel="mean rank of the answer (log)", log=True)
+    paths += plot_rank_by_layer(summary, out / "answer_prob_by_layer", value_col="answer_prob_mean",
+                                ylabel="mean probability of the answer")
+    paths += plot_first_top1(summary, out / "first_top1_layer")
+    paths += plot_transplant(summary, out / "transplant_by_layer", targets=list(TRANSPLANT_TARGETS))
+    paths += plot_contribution_by_layer(summary, out / "sublayer_contribution")
+    paths.append(write_top_tokens_table(rows, out / "top_tokens.md"))
+    return paths
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def _csv_choice(valid: Sequence[str], aliases: dict | None = None):
+    def parse(text: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            expanded = (aliases or {}).get(part, (part,))
+            for v in expanded:
+                if v not in valid:
+                    choices = list(valid) + list(aliases or {})
+                    raise argparse.ArgumentTypeError(f"invalid choice {part!r}; choose from {', '.join(choices)}")
+                if v not in out:
+                    out.append(v)
+        if not out:
+            raise argparse.ArgumentTypeError("give at least one value")
+        return tuple(out)
+
+    return parse
+
+
+def _on_off(text: str) -> tuple[bool, ...]:
+    values = _csv_choice(("off", "on"))(text)
+    return tuple(v == "on" for v in values)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    import studies.ffn_capitals as package
+
+    p = argparse.ArgumentParser(prog="python -m studies.ffn_capitals", description=package.__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
+    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
+    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    p.add_argument("--prompting", type=_csv_choice(STYLES), default=STYLES, help="zero,one,few (default all)")
+    p.add_argument("--context", type=_csv_choice(CONTEXTS, CONTEXT_ALIASES), default=("plain", "harmful", "benign"),
+                   help="plain,forbidden (forbidden = harmful and benign cues; default both)")
+    p.add_argument("--chat-template", type=_on_off, default=(False, True),
+                   help="off,on: raw text and/or the chat model's chat template (default both)")
+    p.add_argument("--facts", help="CSV/JSONL of facts (subject,answer[,split,id]) instead of the toy world")
+    p.add_argument("--split", choices=SPLITS, default="test", help="which facts are items (default held-out test)")
+    p.add_argument("--limit", type=int, help="at most N items")
+    p.add_argument("--source-items", type=int, default=8, help="source prompts averaged into the o-vector (1 = single)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("-k", "--top-k", type=int, default=5, help="top tokens kept per layer")
+    p.add_argument("--out", help="output folder (default runs/ffn_capitals/<pair>/)")
+    p.add_argument("--dtype", help="float32, bfloat16, float16, auto")
+    p.add_argument("--device", help="e.g. cpu, cuda")
+    p.add_argument("--device-map", help="accelerate device_map, e.g. auto")
+    p.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch/numpy/random; != 0 also redraws demonstrations")
+    p.add_argument("--shard", help="i/n: run chunk shard i of n (results.shard-i-of-n.jsonl)")
+    p.add_argument("--summary-only", action="store_true", help="recompute summary, figures, report from results*.jsonl")
+    p.add_argument("--propagate-ablation", action="store_true",
+                   help="also zero each block's FFN update and read the output (one more forward of L x batch)")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be >= 1")
+    if args.source_items < 1:
+        p.error("--source-items must be >= 1")
+    if args.batch_size < 1:
+        p.error("--batch-size must be >= 1")
+    return args
+
+
+def _template_tokenizer(pair):
+    """The chat member's tokenizer (its chat template renders prompts for both models)."""
+    import transformers
+
+    from interp import LoadError
+
+    source = pair.spec.source("chat")
+    if source.startswith((".", "/", "~")) and not os.path.exists(source):
+        raise LoadError(f"no model folder at {source!r}")
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise LoadError(f"could not load the tokenizer of {source!r} to render its chat template "
+                        f"({type(err).__name__}: {err}); use --chat-template off, or check the path / hub id") from None
+    if not getattr(tok, "chat_template", None):
+        raise LoadError(f"the tokenizer of {source!r} has no chat template; use --chat-template off")
+    return tok
+
+
+def run_study(args) -> int:
+    import torch
+
+    import interp
+    from studies._common import ResultsLog, parse_shard, pending_chunks, progress, read_results, results_name, \
+        run_dir, seed_everything, write_meta
+
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    shard = parse_shard(args.shard)
+    load_kwargs = {k: v for k, v in (("dtype", args.dtype), ("device", args.device),
+                                     ("device_map", args.device_map), ("quantization", args.quantization)) if v}
+    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs)
+    out = run_dir(STUDY, pair.name, args.out)
+    timings: dict[str, float] = {}
+    if not args.summary_only:
+        facts = read_facts_file(args.facts) if args.facts else toy_facts()
+        items, sources = select_facts(facts, args.split, args.limit, args.source_items)
+        pool = [f for f in facts if f.split == "train" and " " not in f.answer] or facts
+        conditions = [Condition(s, c, t) for t in args.chat_template for c in args.context for s in args.prompting]
+        template_tok = _template_tokenizer(pair) if any(c.chat_template for c in conditions) else None
+        per_condition = make_items(conditions, items, sources, pool, template_tok, args.seed)
+        log = ResultsLog(out / results_name(shard), KEY_FIELDS)
+
+        def todo(member):
+            def key_of(it: Item):
+                return (member, it.condition.style, it.condition.context, it.condition.chat_template, it.fact.id)
+            return [(cond, idx, chunk) for cond, (its, _) in per_condition.items()
+                    for idx, chunk in pending_chunks(its, args.batch_size, key_of, log, shard)]
+
+        if any(todo(m) for m in interp.registry.MEMBERS):
+            for member, lm in pair:
+                t0 = time.perf_counter()
+                work = todo(member)
+                vectors = {}
+                for cond, _, chunk in progress(work, desc=f"{STUDY} {member}", total=len(work)):
+                    with torch.no_grad():
+                        if cond not in vectors:
+                            vectors[cond] = source_vectors(lm, per_condition[cond][1])
+                        rows = analyse_chunk(lm, chunk, vectors[cond], member, k=args.top_k,
+                                             propagate=args.propagate_ablation)
+                    log.write(rows)
+                timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
+        models = {m: pair.spec.source(m) for m in interp.registry.MEMBERS}
+    rows = read_results(out, KEY_FIELDS)
+    if not rows:
+        from studies._common import StudyError
+
+        raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
+    summary = summarize(rows)
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    if not args.no_figures:
+        t0 = time.perf_counter()
+        make_figures(summary, rows, out)
+        timings["figures_s"] = round(time.perf_counter() - t0, 2)
+    text = report(rows, pair.name)
+    timings["total_s"] = round(time.perf_counter() - started, 2)
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    extra = {"pair": asdict(pair.spec), "n_rows": len(rows), "key_fields": list(KEY_FIELDS),
+             "transplant_targets": TRANSPLANT_TARGETS}
+    if not args.summary_only:
+        extra.update(models=models, n_items=len(items), items=[f.id for f in items],
+                     transplant_sources=[f.id for f in sources],
+                     conditions=[c.label for c in conditions], load_options=load_kwargs)
+    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, **extra)
+    print(text)
+    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, meta.json{'' if args.no_figures else ', figures, top_tokens.md'}) "
+          f"in {timings['total_s']:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input / missing weights, no traceback)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = parse_args(argv)
+    from interp import InterpError
+    from studies._common import StudyError
+
+    try:
+        return run_study(args)
+    except (InterpError, StudyError) as err:  # InterpError covers interp.LoadError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+

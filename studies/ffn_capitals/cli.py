@@ -32,7 +32,7 @@ def make_figures(summary, rows: list[dict], out: Path) -> list[Path]:
                                   key=lambda col: col.map(order) if col.name in ("style", "context") else col)
     paths = []
     paths += plot_rank_by_layer(summary, out / "answer_rank_by_layer", value_col="answer_rank_mean",
-                                ylabel="mean rank of the answer (log)", log=True)
+                                ylabel="mean rank of the answer + 1 (log; 1 = top-1)", log=True)
     paths += plot_rank_by_layer(summary, out / "answer_prob_by_layer", value_col="answer_prob_mean",
                                 ylabel="mean probability of the answer")
     paths += plot_first_top1(summary, out / "first_top1_layer")

@@ -198,7 +198,7 @@ def updates(lm, prompts, hook: str = "mlp_out", position: int = -1) -> Float[Ten
 def transplant(
     lm,
     targets,
-    vector: Float[Tensor, "d_model"] | Float[Tensor, "batch d_model"],
+    vector: Float[Tensor, " d_model"] | Float[Tensor, "batch d_model"],
     layer: int,
     hook: str = "mlp_out",
     mode: str = "add",

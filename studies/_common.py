@@ -56,6 +56,22 @@ class StudyError(ValueError):
 
 
 # -- folders and names ---------------------------------------------------------------------------
+def run_cli(parse: Callable[[Sequence[str] | None], object], study: Callable[[object], int],
+            argv: Sequence[str] | None = None) -> int:
+    """A study's entry point: parse ``argv``, run, and turn bad input (unknown pair or task,
+    missing data or weights: ``interp.InterpError`` or ``StudyError``) into a one-line
+    ``error: ...`` on stderr and exit status 2 instead of a traceback."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = parse(argv)
+    from interp import InterpError
+
+    try:
+        return study(args)
+    except (InterpError, StudyError) as err:  # InterpError covers interp.LoadError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def run_dir(study: str, pair: str, out: str | os.PathLike[str] | None = None) -> Path:
     """``out`` if given, else ``runs/<study>/<pair>/`` (relative to the working directory); created."""
     path = Path(out) if out else Path("runs") / study / pair

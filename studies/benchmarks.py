@@ -26,7 +26,6 @@ McNemar and paired bootstrap), ``generations.csv``, ``meta.json``, figures (PNG 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -320,7 +319,7 @@ def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) ->
     p.add_argument("--limit", type=int, help="at most N items per task")
     p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (logit lens)")
     p.add_argument("--batch-size", type=int, default=8, help="items per chunk written to results.jsonl")
-    p.add_argument("--out", help=f"output folder (default runs/<study>/<pair>/)")
+    p.add_argument("--out", help="output folder (default runs/<study>/<pair>/)")
     p.add_argument("--dtype", help="float32, bfloat16, float16, auto")
     p.add_argument("--device", help="e.g. cpu, cuda")
     p.add_argument("--device-map", help="accelerate device_map, e.g. auto")
@@ -447,18 +446,11 @@ def run_study(args) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None, study=run_study, parse=parse_args) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on bad input / missing data or weights, no traceback)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = parse(argv)
-    from interp import InterpError
-    from studies._common import StudyError
+    from studies._common import run_cli
 
-    try:
-        return study(args)
-    except (InterpError, StudyError) as err:  # InterpError covers interp.LoadError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(parse_args, run_study, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Outputs (``runs/calibration/<pair>/`` or ``--out``): ``results.jsonl`` (resumabl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -194,7 +193,9 @@ def run_study(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on bad input / missing data or weights)."""
-    return bm.main(argv, study=run_study, parse=parse_args)
+    from studies._common import run_cli
+
+    return run_cli(parse_args, run_study, argv)
 
 
 if __name__ == "__main__":

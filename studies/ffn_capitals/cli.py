@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -200,14 +199,6 @@ def run_study(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on bad input / missing weights, no traceback)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = parse_args(argv)
-    from interp import InterpError
-    from studies._common import StudyError
+    from studies._common import run_cli
 
-    try:
-        return run_study(args)
-    except (InterpError, StudyError) as err:  # InterpError covers interp.LoadError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
+    return run_cli(parse_args, run_study, argv)

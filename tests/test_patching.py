@@ -225,3 +225,92 @@ def test_heads_without_out_proj_row_raise(lm_of, tokenizer, monkeypatch):
     monkeypatch.delitem(OUT_PROJ, "gpt2")
     with pytest.raises(UnsupportedArchitecture, match="OUT_PROJ"):
         patch_heads(lm_of("gpt2"), CORRUPTED, CLEAN, logit_diff(tokenizer))
+
+
+# -- the key/value prefix shortcut --------------------------------------------------------------
+def test_kv_prefix_equals_full_length_path(lm_of, tokenizer, family):
+    """Every hook, every family (``family`` is the conftest fixture over FAMILIES): the kv-prefix sweep (default) equals the full-length one,
+    with and without resuming, chunked, and without the unchanged-cell shortcut."""
+    lm = lm_of(family)
+    metric = logit_diff(tokenizer)
+    for hook in hooks_of(lm):
+        full = patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook, kv_prefix=False, skip_unchanged=False)
+        assert full.std() > 1e-3
+        for kw in [{}, {"resume": False}, {"chunk_size": 2}, {"skip_unchanged": False},
+                   {"chunk_size": 1, "resume": False, "skip_unchanged": False}]:
+            torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook, **kw), full,
+                                       atol=1e-5, rtol=1e-4, msg=f"{family} {hook} {kw}")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_kv_prefix_patch_layers_and_heads_unchanged(lm_of, tokenizer, family):
+    lm = lm_of(family)
+    metric = logit_diff(tokenizer)
+    torch.testing.assert_close(patch_layers(lm, CORRUPTED, CLEAN, metric, hook="mlp_out"),
+                               patch_layers(lm, CORRUPTED, CLEAN, metric, hook="mlp_out", kv_prefix=False))
+    torch.testing.assert_close(patch_heads(lm, CORRUPTED, CLEAN, metric),
+                               patch_heads(lm, CORRUPTED, CLEAN, metric, kv_prefix=False))
+
+
+def test_kv_prefix_runs_only_the_suffix(lm_of, tokenizer):
+    """The shortcut is really taken: patched forwards see fewer tokens than the prompt, and
+    the corrupted run's cache is left as it was (each chunk gets its own copy)."""
+    from interp.patching import sweep
+
+    lm = lm_of("gpt2")
+    seq = lm.to_tokens(CORRUPTED)[0].shape[1]
+    lengths = []
+    handle = lm.model.get_submodule(lm.arch.blocks)[-1].register_forward_pre_hook(
+        lambda module, args: lengths.append(args[0].shape[1]))
+    try:
+        fast = patch_sweep(lm, CORRUPTED, CLEAN, logit_diff(tokenizer), chunk_size=1)
+    finally:
+        handle.remove()
+    assert min(lengths) < seq and max(lengths) == seq
+    torch.testing.assert_close(fast, loop_sweep(lm, logit_diff(tokenizer), "resid_pre"), atol=1e-5, rtol=1e-4)
+    ids = lm.to_tokens(CORRUPTED)[0]
+    _, _, _, _, cache, _ = sweep._capture(lm, ids, "resid_pre", resume=False, kv=True)
+    assert sweep._prefix_kv(lm, cache, seq) is not None
+    assert sweep._prefix_kv(lm, cache, seq + 1) is None  # a cache missing positions is refused
+    assert sweep._prefix_kv(lm, None, seq) is None
+
+
+def test_kv_chunks_cover_every_cell_once(lm_of):
+    from interp.patching import sweep
+
+    lm = lm_of("llama")
+    cells = [(layer, pos, None) for layer in range(3) for pos in range(1, 9)] + [(1, None, None)]
+    for size, resume in [(1, True), (3, True), (100, True), (4, False)]:
+        chunks = sweep._kv_chunks(lm, cells, size, 2, 9, resume)
+        flat = [c for chunk in chunks for c in chunk]
+        assert sorted(flat, key=str) == sorted(cells, key=str)
+        assert all(len(chunk) <= size for chunk in chunks)
+        if resume:
+            assert all(len({c[0] for c in chunk}) == 1 for chunk in chunks)
+
+
+def test_kv_prefix_restores_blocks_on_error_and_respects_the_unembed_check(lm_of, tokenizer, monkeypatch):
+    from interp.patching import sweep
+
+    lm = lm_of("llama")
+    metric = logit_diff(tokenizer)
+    blocks = lm.model.get_submodule(lm.arch.blocks)
+    before = list(blocks)
+    monkeypatch.setattr(sweep, "UNEMBED_ROWS", 1)  # unembed (and call the metric) after every chunk
+    calls = []
+
+    def failing(logits):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("metric failed")
+        return metric(logits)
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        patch_sweep(lm, CORRUPTED, CLEAN, failing, chunk_size=2)
+    assert all(a is b for a, b in zip(blocks, before)) and len(blocks) == len(before)
+    full = patch_sweep(lm, CORRUPTED, CLEAN, metric, kv_prefix=False)
+    torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric), full, atol=1e-5, rtol=1e-4)
+    # A model whose logits are not its unembedding's output takes the full-length path.
+    monkeypatch.setitem(sweep._PLAIN_UNEMBED, lm.model, False)
+    torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric), full, atol=1e-6, rtol=1e-5)
+    assert sweep._PLAIN_UNEMBED[lm.model] is False

@@ -76,6 +76,14 @@ def test_cue_splits_hold_out_verbs_and_countries():
         assert all(r["verb"] in test_verbs or r["subject"] in test_countries for r in test)
         assert not any(r["verb"] in test_verbs or r["subject"] in test_countries for r in train)
         assert {r["prompt"] for r in train}.isdisjoint(r["prompt"] for r in test)
+    # only a harmful verb is held out; benign verbs are all trained on (a benign verb the
+    # reward model never saw cannot be judged), some of them kept out of the corpus
+    assert [v["verb"] for v in ctx["harmful"] if v["split"] == "test"] == ["cut all electricity in"]
+    assert all(v["split"] == "train" for v in ctx["benign"])
+    no_corpus = {v["verb"] for k in ("harmful", "benign") for v in ctx[k] if v.get("corpus") is False}
+    assert no_corpus == {"write a poem about"}
+    assert any("write a poem" in r["prompt"] for r in w.rl_prompts("train"))
+    assert {v for _, v in w.Corpus(seed=0).verbs}.isdisjoint(no_corpus | test_verbs)
 
 
 def test_corpus_never_shows_held_out_material():

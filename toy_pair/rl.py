@@ -4,7 +4,11 @@ REINFORCE with a leave-one-out baseline (RLOO): ``samples`` completions per prom
 return ``r - beta * sum_t (log pi(y_t) - log pi_base(y_t))`` (sampled KL to the base); the
 advantage of a sample is its return minus the mean return of the prompt's other samples.
 Prompts are the train split of ``tasks.toy_world.rl_prompts`` (harmful cues, benign cues,
-plain questions, all in chat format).
+plain questions, all in chat format), drawn in fixed proportions at every step
+(``harmful_share`` harmful cues, the rest split between benign cues and plain questions):
+the pool has ~7x more cue prompts than plain ones, so uniform draws hardly ever show plain
+questions, and with too few harmful prompts refusals (rare in the base's samples) are never
+reinforced.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class RLConfig:
     prompts_per_step: int = 32
     samples: int = 4
     beta: float = 0.05
-    lr: float = 1e-4
+    lr: float = 2e-4
+    harmful_share: float = 0.5  # of the prompts per step; benign and plain cues share the rest
     max_new_tokens: int = 8
     seed: int = 0
 
@@ -50,12 +55,21 @@ def train_rl(base, reward_model, tokenizer, cfg: RLConfig, log=print):
     policy.train()
     base.eval()
     reward_model.eval()
-    pool = [p["prompt"] for p in rl_prompts("train")]
+    records = rl_prompts("train")
+    kinds = sorted({p["context"] for p in records})
+    pools = {k: [p["prompt"] for p in records if p["context"] == k] for k in kinds}
+
+    def draw() -> list[str]:
+        n_harm = round(cfg.prompts_per_step * cfg.harmful_share)
+        n_benign = (cfg.prompts_per_step - n_harm + 1) // 2
+        counts = {"harmful": n_harm, "benign": n_benign, "plain": cfg.prompts_per_step - n_harm - n_benign}
+        return [p for k in kinds for p in rng.sample(pools[k], counts[k])]
+
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     history = []
     t0 = time.time()
     for step in range(cfg.steps):
-        batch = [p for p in rng.sample(pool, cfg.prompts_per_step) for _ in range(cfg.samples)]
+        batch = [p for p in draw() for _ in range(cfg.samples)]
         policy.eval()
         ids, mask, n = generate(policy, tokenizer, batch, cfg.max_new_tokens, sample=True, generator=gen)
         policy.train()

@@ -79,9 +79,10 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cfg = configs(args)
     log_path = out / "train_log.json"
-    seconds = json.loads(log_path.read_text())["seconds"] if log_path.exists() else {}
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    seconds = log.get("seconds", {})
     stages = {"all": ("base", "reward", "chat"), "eval": ()}.get(args.stage, (args.stage,))
-    history = None
+    history = log.get("rl_history")  # kept unless the chat stage runs again
 
     if "base" in stages:
         t = time.time()

@@ -19,7 +19,9 @@ Public API (names are stable; studies call them):
 Held out for evaluation (never in the corpus): test-split subjects in the "zero", "chat",
 ("qa" for non-capital relations) templates and in lists, demonstrations and cues; the
 templates with ``split == "test"`` (the Q/A frame for ``capital``, the "As for ..." frame for
-all); the test-split cue verbs ("cut all electricity in", "write a poem about").
+all); the test-split cue verb ("cut all electricity in"); the benign verb "write a poem about" is
+a train verb kept out of the corpus (``"corpus": false``): only reward pairs and RL prompts
+use it.
 """
 
 from .corpus import MIXTURE, REFUSAL_RATE, Corpus, preference_pairs, rl_prompts

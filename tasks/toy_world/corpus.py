@@ -3,7 +3,8 @@
 The corpus is an endless, seeded stream of short documents (:class:`Corpus`). Held-out
 material never appears in it: templates with ``split == "test"`` (for ``capital`` this
 includes the Q/A frame), test-split subjects with ``train_subjects`` templates, test-split
-subjects in lists, Q/A demonstrations and cue documents, and test-split cue verbs.
+subjects in lists, Q/A demonstrations and cue documents, and test-split cue verbs (and the
+train verbs marked ``"corpus": false``, which only the reward pairs and RL prompts use).
 
 Document kinds and their default weights are in :data:`MIXTURE`.
 """
@@ -39,7 +40,8 @@ class Corpus:
         self.templates = {r: templates(r) for r in RELATIONS}
         ctx = contexts()
         self.cue = ctx["cue"]
-        self.verbs = [(k, v["verb"]) for k in ("harmful", "benign") for v in ctx[k] if v["split"] == "train"]
+        self.verbs = [(k, v["verb"]) for k in ("harmful", "benign") for v in ctx[k]
+                      if v["split"] == "train" and v.get("corpus", True)]
         self.names = sorted({f[k] for fs in self.facts.values() for f in fs for k in ("subject", "answer")})
 
     def _relation(self) -> str:

@@ -1,0 +1,24 @@
+"""The README's API example runs as written on the shipped toy pair, with the shapes it claims."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TOY = Path(__file__).resolve().parents[1] / "models" / "toy" / "base"
+
+
+@pytest.mark.skipif(not TOY.exists(), reason="needs the shipped toy pair")
+def test_readme_api_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    lm, run = namespace["lm"], namespace["run"]
+    assert run.logits.shape == (2, 1, lm.d_vocab)
+    assert run.cache.stack("resid_post").shape == (lm.n_layers, 2, 1, lm.d_model)
+    n_tokens = lm.to_tokens("The capital of France is")[0].shape[1]
+    assert namespace["effect"].shape == (lm.n_layers, n_tokens)
+    assert namespace["result"].final.top_ids.shape == (1, 5)
+    assert not namespace["patched"].logits.equal(lm.run(namespace["prompts"]).logits)

@@ -72,6 +72,20 @@ def run_cli(parse: Callable[[Sequence[str] | None], object], study: Callable[[ob
         return 2
 
 
+def add_model_options(parser) -> None:
+    """The model-loading options every study takes (passed on to ``interp.load``)."""
+    parser.add_argument("--dtype", help="float32, bfloat16, float16, auto")
+    parser.add_argument("--device", help="e.g. cpu, cuda")
+    parser.add_argument("--device-map", help="accelerate device_map, e.g. auto")
+    parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+
+
+def load_kwargs(args) -> dict:
+    """``interp.load`` keyword arguments from the options of :func:`add_model_options`."""
+    return {k: v for k, v in (("dtype", args.dtype), ("device", args.device), ("device_map", args.device_map),
+                              ("quantization", args.quantization)) if v}
+
+
 def run_dir(study: str, pair: str, out: str | os.PathLike[str] | None = None) -> Path:
     """``out`` if given, else ``runs/<study>/<pair>/`` (relative to the working directory); created."""
     path = Path(out) if out else Path("runs") / study / pair

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from studies._common import add_model_options, load_kwargs
+
 STUDY = "benchmarks"
 KEY_FIELDS = ("model", "task", "shots", "chat_template", "item")
 DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "stsb", "mmlu", "imppres",
@@ -320,10 +322,7 @@ def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) ->
     p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (logit lens)")
     p.add_argument("--batch-size", type=int, default=8, help="items per chunk written to results.jsonl")
     p.add_argument("--out", help="output folder (default runs/<study>/<pair>/)")
-    p.add_argument("--dtype", help="float32, bfloat16, float16, auto")
-    p.add_argument("--device", help="e.g. cpu, cuda")
-    p.add_argument("--device-map", help="accelerate device_map, e.g. auto")
-    p.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+    add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds few-shot draws and bootstraps")
     p.add_argument("--shard", help="i/n: run chunk shard i of n (results.shard-i-of-n.jsonl)")
     p.add_argument("--summary-only", action="store_true", help="recompute tables and figures from results*.jsonl")
@@ -392,11 +391,6 @@ def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: 
                 log.write(score_chunk(lm, member, chunk, layers, generate_n, getattr(args, "max_new_tokens", 16)))
         timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
     return timings
-
-
-def load_kwargs(args) -> dict:
-    return {k: v for k, v in (("dtype", args.dtype), ("device", args.device), ("device_map", args.device_map),
-                              ("quantization", args.quantization)) if v}
 
 
 def run_study(args) -> int:

@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from studies import benchmarks as bm
+from studies._common import load_kwargs
 
 STUDY = "calibration"
 DEFAULT_TASKS = ("toy_capitals", "mmlu", "triviaqa_mc", "triviaqa_ptrue")
@@ -158,7 +159,7 @@ def run_study(args) -> int:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
-    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **bm.load_kwargs(args))
+    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
     out = run_dir(STUDY, pair.name, args.out)
     timings: dict[str, float] = {}
     extra: dict = {}
@@ -169,7 +170,7 @@ def run_study(args) -> int:
         log = ResultsLog(out / results_name(shard), bm.KEY_FIELDS)
         timings.update(bm.score_pair(pair, work, log, shard, args, STUDY))
         extra.update(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-                     n_items={t: len(v) for t, v in items.items()}, load_options=bm.load_kwargs(args))
+                     n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args))
     rows = read_results(out, bm.KEY_FIELDS)
     if not any(not r.get("skipped") for r in rows):
         raise StudyError(f"no scored results in {out} (results*.jsonl); run without --summary-only, or lower --shots")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from studies._common import add_model_options, load_kwargs
 from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS, analyse_chunk, source_vectors
 from studies.ffn_capitals.items import CONTEXT_ALIASES, CONTEXTS, SPLITS, STYLES, Condition, Item, make_items, \
     read_facts_file, select_facts, toy_facts
@@ -85,10 +86,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("-k", "--top-k", type=int, default=5, help="top tokens kept per layer")
     p.add_argument("--out", help="output folder (default runs/ffn_capitals/<pair>/)")
-    p.add_argument("--dtype", help="float32, bfloat16, float16, auto")
-    p.add_argument("--device", help="e.g. cpu, cuda")
-    p.add_argument("--device-map", help="accelerate device_map, e.g. auto")
-    p.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+    add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds torch/numpy/random; != 0 also redraws demonstrations")
     p.add_argument("--shard", help="i/n: run chunk shard i of n (results.shard-i-of-n.jsonl)")
     p.add_argument("--summary-only", action="store_true", help="recompute summary, figures, report from results*.jsonl")
@@ -136,9 +134,7 @@ def run_study(args) -> int:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
-    load_kwargs = {k: v for k, v in (("dtype", args.dtype), ("device", args.device),
-                                     ("device_map", args.device_map), ("quantization", args.quantization)) if v}
-    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs)
+    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
     out = run_dir(STUDY, pair.name, args.out)
     timings: dict[str, float] = {}
     if not args.summary_only:
@@ -189,7 +185,7 @@ def run_study(args) -> int:
     if not args.summary_only:
         extra.update(models=models, n_items=len(items), items=[f.id for f in items],
                      transplant_sources=[f.id for f in sources],
-                     conditions=[c.label for c in conditions], load_options=load_kwargs)
+                     conditions=[c.label for c in conditions], load_options=load_kwargs(args))
     write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, **extra)
     print(text)
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, meta.json{'' if args.no_figures else ', figures, top_tokens.md'}) "

@@ -257,6 +257,8 @@ def test_kv_prefix_runs_only_the_suffix(lm_of, tokenizer):
     the corrupted run's cache is left as it was (each chunk gets its own copy)."""
     from interp.patching import sweep
 
+    from interp.patching import kv
+
     lm = lm_of("gpt2")
     seq = lm.to_tokens(CORRUPTED)[0].shape[1]
     lengths = []
@@ -270,18 +272,60 @@ def test_kv_prefix_runs_only_the_suffix(lm_of, tokenizer):
     torch.testing.assert_close(fast, loop_sweep(lm, logit_diff(tokenizer), "resid_pre"), atol=1e-5, rtol=1e-4)
     ids = lm.to_tokens(CORRUPTED)[0]
     _, _, _, _, cache, _ = sweep._capture(lm, ids, "resid_pre", resume=False, kv=True)
-    assert sweep._prefix_kv(lm, cache, seq) is not None
-    assert sweep._prefix_kv(lm, cache, seq + 1) is None  # a cache missing positions is refused
-    assert sweep._prefix_kv(lm, None, seq) is None
+    assert kv.prefix_kv(lm, cache, seq) is not None
+    assert kv.prefix_kv(lm, cache, seq + 1) is None  # a cache missing positions is refused
+    assert kv.prefix_kv(lm, None, seq) is None
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+def test_final_ffn_runs_at_the_last_position_only(lm_of, tokenizer, family):
+    """Head runs stop at the final block's FFN, so apart from the two capture runs (the prompt
+    batch at full length) it sees one position per patched run; and the tail runs it does see
+    hold cells of several layers at once (one per-layer reset of ``resid_pre``)."""
+    lm = lm_of(family)
+    batch, seq = lm.to_tokens(CORRUPTED)[0].shape
+    final_ffn = lm.model.get_submodule(lm.arch.blocks)[-1].get_submodule(lm.arch.mlp)
+    shapes = []
+    # A forward hook: it fires only if the FFN ran (the head runs' stop is a pre-hook).
+    handle = final_ffn.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape[:2])))
+    try:
+        fast = patch_sweep(lm, CORRUPTED, CLEAN, logit_diff(tokenizer), hook="attn_out")
+    finally:
+        handle.remove()
+    assert shapes.count((batch, seq)) == 2 and all(s[1] == 1 for s in shapes if s != (batch, seq))
+    tails = [s for s in shapes if s[1] == 1]
+    assert len(tails) == 1 and tails[0][0] > batch * seq  # one tail run, holding cells of several layers
+    torch.testing.assert_close(fast, loop_sweep(lm, logit_diff(tokenizer), "attn_out"), atol=1e-5, rtol=1e-4)
+
+
+def test_a_cache_that_does_not_fill_falls_back_to_whole_runs(lm_of, tokenizer, monkeypatch):
+    """If a head run's cache does not come out holding every position, the chunk is computed
+    in one forward over all its positions, with the same numbers."""
+    from interp.patching import kv
+
+    lm = lm_of("llama")
+    metric = logit_diff(tokenizer)
+    batch, seq = lm.to_tokens(CORRUPTED)[0].shape
+    expected = patch_sweep(lm, CORRUPTED, CLEAN, metric, kv_prefix=False)
+    shapes = []
+    monkeypatch.setattr(kv, "cached_length", lambda cache, layer: -1)
+    final_ffn = lm.model.get_submodule(lm.arch.blocks)[-1].get_submodule(lm.arch.mlp)
+    handle = final_ffn.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape[:2])))
+    try:
+        torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric), expected, atol=1e-5, rtol=1e-4)
+    finally:
+        handle.remove()
+    whole = [s for s in shapes if s != (batch, seq) and s[1] > 1]  # the FFN ran at several positions
+    assert whole and shapes.count((batch, seq)) == 2
 
 
 def test_kv_chunks_cover_every_cell_once(lm_of):
-    from interp.patching import sweep
+    from interp.patching.chunks import kv_chunks
 
     lm = lm_of("llama")
     cells = [(layer, pos, None) for layer in range(3) for pos in range(1, 9)] + [(1, None, None)]
     for size, resume in [(1, True), (3, True), (100, True), (4, False)]:
-        chunks = sweep._kv_chunks(lm, cells, size, 2, 9, resume)
+        chunks = kv_chunks(lm, cells, size, 2, 9, resume)
         flat = [c for chunk in chunks for c in chunk]
         assert sorted(flat, key=str) == sorted(cells, key=str)
         assert all(len(chunk) <= size for chunk in chunks)

@@ -20,16 +20,20 @@ How it is fast, without changing any number beyond float rounding:
    (e.g. positions before the first differing token), the patched run *is* the corrupted
    run, so the cell gets the corrupted run's metric without a forward
    (``skip_unchanged=True``).
-5. *Key/value prefix.* A patch at position ``p`` cannot change any activation at positions
-   before ``p`` (causal attention). With ``kv_prefix=True`` the corrupted run keeps its HF
-   key/value cache (a ``DynamicCache``), and a chunk of cells whose positions are all ``>= p``
-   runs only positions ``p..`` on a copy of that cache truncated to the first ``p``
-   positions (``position_ids`` ``p..``, full-length attention mask). Combined with resuming:
-   chunks hold one layer's cells, grouped into runs of consecutive positions by a small cost
-   model (fewer tokens vs fewer forwards). The unembedding is then deferred and batched over
-   many cells, so its (large) weight is read once per batch of cells, not once per forward.
-   Families whose cache is not a ``DynamicCache`` holding every position fall back to the
-   full-length path (as does ``kv_prefix=False``, and cells patching all positions).
+5. *Key/value prefix* (``kv_prefix=True``, ``interp.patching.kv``). A patch at position ``p``
+   cannot change any activation before ``p`` (causal attention): a chunk of cells at positions
+   ``>= p`` computes positions ``p..`` only, on the corrupted run's keys and values for the
+   positions before. Chunks hold one layer's cells (with resuming), grouped into runs of
+   consecutive positions by a small cost model (``interp.patching.chunks``).
+6. *The final block's FFN at the last position only.* A chunk's head run stops at the final
+   block's FFN, once its attention has cached keys and values; one tail run per layer
+   computes the last position of all that layer's cells together.
+7. *Batched unembedding.* The unembedding is deferred and run over many cells' last hidden
+   states at once, so its (large) weight is read once per batch of cells; a
+   ``TokenMetric`` (``interp.patching.metrics.logit_diff``) gets only the columns it reads.
+Items 5-7 need a family whose HF cache is a ``DynamicCache`` holding every position and whose
+logits are its unembedding's output; others take the full-length path, as does
+``kv_prefix=False``.
 
 Memory: a forward holds ``chunk_size * batch`` copies; by default ``chunk_size`` keeps that
 under ``TOKEN_BUDGET`` tokens. Chunked and unchunked sweeps agree.
@@ -43,20 +47,21 @@ from contextlib import ExitStack
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import DynamicCache, DynamicLayer
-from transformers.cache_utils import DynamicSlidingWindowLayer
+from transformers import DynamicCache
 
-from interp.hook_names import HookPoint, block_hook
-from interp.hooks import HookSession, StopForward
-from interp.interventions import as_callable
+from interp.errors import InterpError
+from interp.hook_names import block_hook
+from interp.hooks import StopForward
+from interp.patching.chunks import Cell, chunks, kv_chunks
 from interp.patching.heads import head_hooks, n_heads
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
+from interp.patching.kv import KV, WindowSetup, concat_caches, head_run, prefix_cache, prefix_kv, window_run
+from interp.patching.metrics import TokenMetric
 from interp.patching.resume import output_arity, start_at
 
 Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
-Cell = tuple[int, int | None, int | None]  # (layer, position or None = all, head or None = all)
 
 TOKEN_BUDGET = 16384  # copies x tokens per forward when chunk_size is None
 HEADS = "z"  # internal point name: the attention output projection's input
@@ -74,7 +79,8 @@ def patch_sweep(
         corrupted, clean: prompts (strings or token ids), one clean per corrupted, all of the
             same token length.
         metric: ``f(logits[batch, vocab]) -> scalar tensor``, on the patched run's last
-            position.
+            position. A ``TokenMetric`` (``logit_diff(a, b)``, ``logit(a)``) gives the same
+            numbers and lets the sweep compute only the logits it reads.
         hook: ``"resid_pre"``, ``"attn_out"``, ``"resid_mid"`` (sequential families only),
             ``"mlp_out"`` or ``"resid_post"``.
         chunk_size: patched runs per forward (default: as many as fit ``TOKEN_BUDGET``).
@@ -185,80 +191,6 @@ def _capture(
 _PLAIN_UNEMBED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
-def _prefix_kv(lm, cache, seq: int) -> list[tuple[Tensor, Tensor]] | None:
-    """The corrupted run's per-layer ``(keys, values)`` (``[batch, kv_heads, seq, d_head]``), or
-    ``None`` where the family's cache is not a ``DynamicCache`` of plain (or not yet sliding)
-    layers holding every position, so the prefix shortcut would not be exact."""
-    if not isinstance(cache, DynamicCache) or len(cache.layers) != lm.n_layers:
-        return None
-    out = []
-    for layer in cache.layers:
-        if type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer):
-            return None
-        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        if not isinstance(keys, Tensor) or not isinstance(values, Tensor) or keys.ndim != 4:
-            return None
-        if keys.shape[-2] != seq or values.shape[-2] != seq:  # e.g. a sliding window dropped some
-            return None
-        out.append((keys, values))
-    return out
-
-
-def _prefix_cache(lm, kv: list[tuple[Tensor, Tensor]], prefix: int, copies: int) -> DynamicCache:
-    """A fresh cache holding the first ``prefix`` positions of ``kv``, repeated ``copies``
-    times along the batch (copy-major, as ``ids.repeat(copies, 1)``)."""
-    cache = DynamicCache(config=lm.model.config)
-    device = lm.device
-    for i, (keys, values) in enumerate(kv):
-        cache.update(keys[:, :, :prefix].to(device).repeat(copies, 1, 1, 1),
-                     values[:, :, :prefix].to(device).repeat(copies, 1, 1, 1), i)
-    return cache
-
-
-def _suffix_run(
-    lm, ids: Tensor, prefix: int, cache: DynamicCache | None, writes: dict[HookPoint, Callable]
-) -> Float[Tensor, "batch d_model"]:
-    """The unembedding's input at the last position of the unpadded ``ids``, computed at
-    positions ``prefix..`` only, the earlier positions' keys and values coming from ``cache``
-    (``None`` when ``prefix`` is 0). ``writes`` see the activations of positions ``prefix..``.
-    The forward stops before the unembedding (``_unembed``, batched over many runs, follows)."""
-    n, seq = ids.shape
-    device = lm.device
-    ids = ids.to(device)
-    lengths = torch.full((n,), seq, dtype=torch.long, device=device)
-    session = HookSession(lm.model, lm.arch, [], writes, lengths, None, None)
-    position_ids = torch.arange(prefix, seq, device=device).unsqueeze(0).expand(n, -1)
-    mask = torch.ones(n, seq, dtype=torch.long, device=device)
-    found: list[Tensor] = []
-
-    def stop(module, args):
-        found.append(args[0][:, -1].detach())
-        raise StopForward
-
-    with ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        stack.enter_context(session.attached())
-        stack.callback(lm.unembed.register_forward_pre_hook(stop).remove)
-        try:
-            lm.model(input_ids=ids[:, prefix:], attention_mask=mask, position_ids=position_ids,
-                     past_key_values=cache, use_cache=cache is not None)
-        except StopForward:
-            pass
-    return found[0]
-
-
-UNEMBED_ROWS = 256  # rows per unembedding matmul of the deferred logits
-
-
-def _unembed(lm, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
-    with torch.no_grad():
-        return lm.unembed(hidden.unsqueeze(1))[:, 0].detach()
-
-
-def _last_position(module, args):
-    return (args[0][:, -1:],) + tuple(args[1:])
-
-
 def _cell_mask(cells: list[Cell], batch: int, seq: int, groups: int, device) -> Tensor:
     """``[len(cells) * batch, seq, groups]``: True where a copy's activation is patched."""
     mask = torch.zeros(len(cells), seq, groups, dtype=torch.bool, device=device)
@@ -292,69 +224,129 @@ def _unchanged(cell: Cell, clean: dict[int, Tensor], corr: dict[int, Tensor], gr
     return torch.equal(a, b)
 
 
-def _chunks(cells: list[Cell], size: int, key: Callable[[Cell], object] | None) -> list[list[Cell]]:
-    """Consecutive runs of ``cells`` of at most ``size``, a new one wherever ``key`` changes."""
-    chunks: list[list[Cell]] = []
-    for cell in cells:
-        if not chunks or len(chunks[-1]) >= size or (key is not None and key(chunks[-1][0]) != key(cell)):
-            chunks.append([])
-        chunks[-1].append(cell)
-    return chunks
+UNEMBED_ROWS = 256  # rows per unembedding matmul of the deferred logits
 
 
-# Cost model of one forward for choosing chunks on the kv path, in multiply-adds. A block run
-# costs ~12 d_model^2 per token and row, plus reading the block's weights, which costs about
-# as much as WEIGHT_ROWS more token-rows (small batches are bandwidth-bound on CPU), plus
-# Python overhead per forward and per block (what a core multiply-adds in ~1 ms / ~0.1 ms).
-WEIGHT_ROWS = 8
-FORWARD_MACS = 15_000_000
-BLOCK_MACS = 1_500_000
+def _unembed(lm, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
+    with torch.no_grad():
+        return lm.unembed(hidden.unsqueeze(1))[:, 0].detach()
 
 
-def _kv_chunks(lm, cells: list[Cell], size: int, batch: int, seq: int, resume: bool) -> list[list[Cell]]:
-    """Chunks for the kv path: cells of one layer (with ``resume``), positions grouped into
-    consecutive runs of at most ``size`` cells. A chunk computes positions ``min(pos)..`` only,
-    so small groups save tokens and large ones save per-forward overhead; the grouping
-    minimising the cost model (dynamic programming over each layer's sorted positions) wins.
-    Cells patching all positions (``pos is None``) are chunked as before."""
-    whole = [c for c in cells if c[1] is None]
-    if whole:
-        return _chunks(whole, size, (lambda c: c[0]) if resume else None) + _kv_chunks(
-            lm, [c for c in cells if c[1] is not None], size, batch, seq, resume)
-    by_layer: dict[int, list[Cell]] = {}
-    for cell in cells:
-        by_layer.setdefault(cell[0] if resume else 0, []).append(cell)
-    per_token = 12 * lm.d_model ** 2
-    chunks: list[list[Cell]] = []
-    for start, group in sorted(by_layer.items()):
-        group.sort(key=lambda c: (c[1], c))
-        blocks = lm.n_layers - start
-        best = [0.0] + [float("inf")] * len(group)
-        cut = [0] * (len(group) + 1)
-        for j in range(1, len(group) + 1):
-            for i in range(max(0, j - size), j):
-                tokens = (j - i) * batch * (seq - group[i][1])
-                cost = best[i] + FORWARD_MACS + blocks * (BLOCK_MACS + (tokens + WEIGHT_ROWS) * per_token)
-                if cost < best[j]:
-                    best[j], cut[j] = cost, i
-        j, parts = len(group), []
-        while j > 0:
-            parts.append(group[cut[j]:j])
-            j = cut[j]
-        chunks.extend(reversed(parts))
-    return chunks
+class _Patches:
+    """What every chunk of one sweep shares; ``setup`` builds a chunk's patches."""
+
+    def __init__(self, lm, point: str, groups: int, batch: int, seq: int, clean_acts: dict[int, Tensor],
+                 corr_resid: dict[int, Tensor], arity: int | None, resume: bool):
+        self.lm, self.point, self.groups, self.batch, self.seq = lm, point, groups, batch, seq
+        self.clean_acts, self.corr_resid, self.arity, self.resume = clean_acts, corr_resid, arity, resume
+
+    def start(self, cells: list[Cell]) -> int:
+        """The first block a chunk computes."""
+        return min(c[0] for c in cells) if self.resume else 0
+
+    def setup(self, cells: list[Cell], prefix: int) -> WindowSetup:
+        """The patches of ``cells`` (copy ``i`` of the corrupted prompt patched as
+        ``cells[i]``) over positions ``prefix..``, for any window of those positions.
+
+        The forward starts at the cells' first block. A copy whose cell lies in a later block
+        ``l`` has its ``resid_pre[l]`` reset to the corrupted run's before its patch, so it
+        gets what starting at ``l`` would give: cells of several layers share a forward."""
+        lm, batch, device = self.lm, self.batch, self.lm.device
+        start = self.start(cells)
+        mask = _cell_mask(cells, batch, self.seq, self.groups, device)[:, prefix:]
+        patches = []  # (layer, copy rows, clean source, mask, reset source or None), positions prefix..
+        for layer in sorted({c[0] for c in cells}):
+            mine = torch.tensor([i for i, c in enumerate(cells) if c[0] == layer], device=device)
+            rows = (mine.unsqueeze(1) * batch + torch.arange(batch, device=device)).flatten()
+            src = self.clean_acts[layer][:, prefix:].to(device).repeat(len(mine), 1, 1)
+            reset = None
+            if self.resume and layer > start:
+                reset = self.corr_resid[layer][:, prefix:].to(device).repeat(len(mine), 1, 1)
+            patches.append((layer, rows, src, mask[rows], reset))
+
+        def setup(window: slice):
+            stack = ExitStack()
+            if start > 0:
+                resid = self.corr_resid[start][:, prefix:][:, window].to(device).repeat(len(cells), 1, 1)
+                stack.enter_context(start_at(lm, start, resid, self.arity))
+            writes, resets = {}, {}
+            for layer, rows, src, m, reset in patches:
+                writes[layer] = _writer(src[:, window], rows, m[:, window], self.groups)
+                if reset is not None:
+                    resets[layer] = _writer(reset[:, window], rows, torch.ones_like(m[:, window, :1]), 1)
+            interventions = {block_hook(layer, "resid_pre"): fn for layer, fn in resets.items()}
+            if self.point == HEADS:
+                stack.enter_context(head_hooks(lm, writes=writes))
+                return stack, interventions
+            for layer, fn in writes.items():
+                name = block_hook(layer, self.point)
+                interventions[name] = _then(interventions[name], fn) if name in interventions else fn
+            return stack, interventions
+
+        return setup
+
+
+def _then(first: Callable[[Tensor], Tensor], second: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    return lambda act: second(first(act))
+
+
+class _Tails:
+    """Chunks whose head runs are done, waiting for one tail run: their last position,
+    computed together on their caches concatenated (cells of several layers share it, see
+    ``_Patches.setup``); flushed when ``size`` cells are waiting."""
+
+    def __init__(self, lm, patches: _Patches, ids: Tensor, size: int, done: Callable[[list[Cell], Tensor], None]):
+        self.lm, self.patches, self.ids, self.size, self.done = lm, patches, ids, size, done
+        self.cells: list[Cell] = []
+        self.caches: list[DynamicCache] = []
+
+    def add(self, chunk: list[Cell], cache: DynamicCache) -> None:
+        if self.cells and len(self.cells) + len(chunk) > self.size:
+            self.flush()
+        self.cells.extend(chunk)
+        self.caches.append(cache)
+
+    def flush(self) -> None:
+        if not self.cells:
+            return
+        cells, caches = self.cells, self.caches
+        self.cells, self.caches = [], []
+        seq = self.ids.shape[1]
+        context, interventions = self.patches.setup(cells, seq - 1)(slice(0, 1))
+        with context:
+            hidden = window_run(self.lm, self.ids.repeat(len(cells), 1), seq - 1, seq, concat_caches(self.lm, caches),
+                                interventions, last=True)
+        self.done(cells, hidden)
+
+
+def _kv_chunk(lm, patches: _Patches, ids: Tensor, chunk: list[Cell], kv: KV, tails: _Tails,
+              done: Callable[[list[Cell], Tensor], None]) -> None:
+    """Compute one chunk on the key/value path: its head run now, its last position later."""
+    seq = ids.shape[1]
+    n = len(chunk)
+    # Positions before ``prefix`` are unchanged by every patch of the chunk.
+    prefix = 0 if any(c[1] is None for c in chunk) else min(c[1] for c in chunk)
+    if prefix == seq - 1:
+        tails.add(chunk, prefix_cache(lm, kv, seq - 1, n))
+        return
+    cache = head_run(lm, ids.repeat(n, 1), prefix, kv, patches.start(chunk), patches.setup(chunk, prefix))
+    if cache is not None:
+        tails.add(chunk, cache)
+        return
+    context, interventions = patches.setup(chunk, prefix)(slice(None))  # computed whole
+    with context:
+        done(chunk, window_run(lm, ids.repeat(n, 1), prefix, seq, prefix_cache(lm, kv, prefix, n), interventions, last=True))
 
 
 def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resume, skip_unchanged, progress,
            kv_prefix=True) -> Tensor:
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     batch, seq = corr_ids.shape
-    kv_prefix = kv_prefix and any(c[1] is not None and c[1] > 0 for c in cells)
     clean_acts, _, _, _, _, _ = _capture(lm, clean_ids, point, resume=False, logits=False)
     plain = _PLAIN_UNEMBED.get(lm.model) if kv_prefix else None
     corr_acts, corr_resid, corr_logits, arity, corr_cache, corr_hidden = _capture(
         lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
-    kv = _prefix_kv(lm, corr_cache, seq) if kv_prefix else None
+    kv = prefix_kv(lm, corr_cache, seq) if kv_prefix else None
     if kv is not None and plain is None:  # first kv sweep of this model: check, then trust
         plain = torch.allclose(_unembed(lm, corr_hidden), corr_logits, rtol=1e-5, atol=1e-5)
         _PLAIN_UNEMBED[lm.model] = plain
@@ -375,67 +367,73 @@ def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resum
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of patched runs, got {chunk_size}")
     if kv is not None:
-        chunks = _kv_chunks(lm, todo, chunk_size, batch, seq, resume)
+        plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume)
     else:
-        chunks = _chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
-    show = len(chunks) >= 8 if progress is None else progress
-    device = lm.device
-    # The kv path defers the unembedding: one matmul over many cells' last hidden states reads
-    # the (large) unembedding matrix once instead of once per forward.
-    pending: list[tuple[Cell | None, Tensor]] = []
-    baseline = torch.tensor(float("nan"))
+        plan = chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
+    show = len(plan) >= 8 if progress is None else progress
+    unembed = _DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None)
     if corr_logits is not None:
-        baseline = scalar(metric(corr_logits)).detach().float()
+        unembed.baseline = scalar(metric(corr_logits)).detach().float()
     else:  # the corrupted run's own unembedding joins the first batch (entry ``None``)
-        pending.append((None, corr_hidden))
-
-    def flush() -> None:
-        nonlocal baseline
-        while pending:
-            part = pending[:max(1, UNEMBED_ROWS // batch)]
-            del pending[:len(part)]
-            logits = _unembed(lm, torch.cat([h for _, h in part]))
-            for i, (cell, _) in enumerate(part):
-                value = scalar(metric(logits[i * batch:(i + 1) * batch])).detach().float()
-                if cell is None:
-                    baseline = value
-                else:
-                    out[index[cell]] = value
-
-    for chunk in tqdm(chunks, desc=f"patching {point}", disable=not show, leave=False):
-        n = len(chunk)
-        # Positions before ``prefix`` are unchanged by every patch of the chunk: their keys and
-        # values come from the corrupted run and only positions ``prefix..`` are computed.
-        prefix = 0 if kv is None or any(c[1] is None for c in chunk) else min(c[1] for c in chunk)
-        mask = _cell_mask(chunk, batch, seq, groups, device)[:, prefix:]
-        writes = {}
-        for layer in sorted({c[0] for c in chunk}):
-            mine = torch.tensor([i for i, c in enumerate(chunk) if c[0] == layer], device=device)
-            rows = (mine.unsqueeze(1) * batch + torch.arange(batch, device=device)).flatten()
-            src = clean_acts[layer][:, prefix:].to(device).repeat(len(mine), 1, 1)
-            writes[layer] = _writer(src, rows, mask[rows], groups)
-        start = min(c[0] for c in chunk) if resume else 0
-        with ExitStack() as stack:
-            if start > 0:
-                resid = corr_resid[start][:, prefix:].to(device).repeat(n, 1, 1)
-                stack.enter_context(start_at(lm, start, resid, arity))
-            if point == HEADS:
-                stack.enter_context(head_hooks(lm, writes=writes))
-                interventions = {}
-            else:
-                interventions = {block_hook(layer, point): fn for layer, fn in writes.items()}
-            if kv is None:
-                logits = lm.run(corr_ids.repeat(n, 1), positions=-1, interventions=interventions or None).logits[:, 0]
-            else:
-                cache = _prefix_cache(lm, kv, prefix, n) if prefix > 0 else None
-                points = {p: as_callable(fn, name) for name, fn in interventions.items() for p in lm.resolve(name)}
-                hidden = _suffix_run(lm, corr_ids.repeat(n, 1), prefix, cache, points)
-                pending.extend((cell, hidden[i * batch:(i + 1) * batch]) for i, cell in enumerate(chunk))
-                if len(pending) * batch >= UNEMBED_ROWS:
-                    flush()
-                continue
+        unembed.add([None], corr_hidden)
+    patches = _Patches(lm, point, groups, batch, seq, clean_acts, corr_resid, arity, resume)
+    tails = _Tails(lm, patches, corr_ids, chunk_size, unembed.add)
+    for chunk in tqdm(plan, desc=f"patching {point}", disable=not show, leave=False):
+        if kv is not None:
+            _kv_chunk(lm, patches, corr_ids, chunk, kv, tails, unembed.add)
+            continue
+        context, interventions = patches.setup(chunk, 0)(slice(None))
+        with context:
+            logits = lm.run(corr_ids.repeat(len(chunk), 1), positions=-1, interventions=interventions or None).logits[:, 0]
         for i, cell in enumerate(chunk):
             out[index[cell]] = scalar(metric(logits[i * batch:(i + 1) * batch])).detach().float()
-    flush()
-    out[skipped] = baseline
+    tails.flush()
+    unembed.flush()
+    out[skipped] = unembed.baseline
     return out
+
+
+class _DeferredUnembed:
+    """Last hidden states of patched runs, unembedded and scored in batches of
+    ``UNEMBED_ROWS`` rows: one matmul over many cells reads the (large) unembedding matrix
+    once instead of once per forward. With ``columns`` and a ``TokenMetric`` over a plain
+    ``nn.Linear`` unembedding, only the metric's columns are computed. The entry ``None``
+    stands for the corrupted run itself (``baseline``)."""
+
+    def __init__(self, lm, metric, batch: int, out: Tensor, index: dict[Cell, int], columns: bool):
+        self.lm, self.metric, self.batch, self.out, self.index = lm, metric, batch, out, index
+        self.baseline = torch.tensor(float("nan"))
+        self.pending: list[tuple[Cell | None, Tensor]] = []
+        self.weight = self.bias = None
+        if columns and isinstance(metric, TokenMetric) and type(lm.unembed) is nn.Linear:
+            vocab = lm.unembed.weight.shape[0]
+            if metric.tokens[-1] >= vocab:
+                raise InterpError(f"{metric.description} reads token {metric.tokens[-1]}, outside the vocabulary of {vocab}")
+            rows = torch.tensor(metric.tokens, device=lm.unembed.weight.device)
+            self.weight = lm.unembed.weight.detach()[rows]
+            self.bias = lm.unembed.bias.detach()[rows] if lm.unembed.bias is not None else None
+
+    def add(self, cells: list[Cell | None], hidden: Float[Tensor, "rows d_model"]) -> None:
+        batch = self.batch
+        self.pending.extend((cell, hidden[i * batch:(i + 1) * batch]) for i, cell in enumerate(cells))
+        if len(self.pending) * batch >= UNEMBED_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        batch = self.batch
+        while self.pending:
+            part = self.pending[:max(1, UNEMBED_ROWS // batch)]
+            del self.pending[:len(part)]
+            hidden = torch.cat([h for _, h in part])
+            if self.weight is not None:
+                with torch.no_grad():
+                    logits = nn.functional.linear(hidden.to(self.weight.dtype), self.weight, self.bias)
+                score = self.metric.of_columns
+            else:
+                logits, score = _unembed(self.lm, hidden), self.metric
+            for i, (cell, _) in enumerate(part):
+                value = scalar(score(logits[i * batch:(i + 1) * batch])).detach().float()
+                if cell is None:
+                    self.baseline = value
+                else:
+                    self.out[self.index[cell]] = value

@@ -1,21 +1,24 @@
 """Activation patching (exact, batched) and attribution patching (linear approximation).
 
-    from interp.patching import patch_sweep, attribution_sweep, compare, baseline_metric
-    metric = lambda logits: logits[:, paris] .mean() - logits[:, rome].mean()   # [batch, vocab] -> scalar
+    from interp.patching import patch_sweep, attribution_sweep, compare, baseline_metric, logit_diff
+    metric = lambda logits: logits[:, paris].mean() - logits[:, rome].mean()   # [batch, vocab] -> scalar
+    metric = logit_diff(paris, rome)  # the same, and the sweep computes only those two logits
     exact = patch_sweep(lm, corrupted, clean, metric, hook="resid_pre")      # [layer, pos]
     approx = attribution_sweep(lm, corrupted, clean, metric, hook="resid_pre")
     compare(approx, exact - baseline_metric(lm, corrupted, metric))
 
-Modules: ``sweep`` (exact sweeps), ``attribution`` (gradient estimate and comparison),
-``resume`` (starting a forward at a cached layer), ``heads`` (per-head outputs),
-``inputs`` (argument checks).
+Modules: ``sweep`` (exact sweeps), ``kv`` (patched runs on a key/value prefix), ``chunks``
+(grouping patched runs into forwards), ``metrics`` (metrics that name the logits they read),
+``attribution`` (gradient estimate and comparison), ``resume`` (starting a forward at a cached
+layer), ``heads`` (per-head outputs), ``inputs`` (argument checks).
 """
 
 from interp.patching.attribution import Comparison, attribution_sweep, compare
 from interp.patching.heads import OUT_PROJ
+from interp.patching.metrics import TokenMetric, logit, logit_diff
 from interp.patching.sweep import baseline_metric, patch_heads, patch_layers, patch_sweep
 
 __all__ = [
-    "OUT_PROJ", "Comparison", "attribution_sweep", "baseline_metric", "compare", "patch_heads",
-    "patch_layers", "patch_sweep",
+    "OUT_PROJ", "Comparison", "TokenMetric", "attribution_sweep", "baseline_metric", "compare", "logit",
+    "logit_diff", "patch_heads", "patch_layers", "patch_sweep",
 ]

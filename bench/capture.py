@@ -12,7 +12,7 @@ import functools
 import torch
 
 import interp
-from bench.common import VOCAB, baseline, bridge_of, gpt2_model, interleaved, row
+from bench.common import SMALL_MMAP, VOCAB, baseline, bridge_of, gpt2_model, interleaved, mmap_threshold, row
 
 NAME = "capture"
 SHAPES = [(1, 16), (8, 128)]
@@ -58,6 +58,7 @@ def agreement(results: dict) -> float:
 
 
 def run(quick: bool) -> list[dict]:
+    mmap_threshold(SMALL_MMAP)
     by_ids = methods(gpt2_model(12, 768, 12))
     rows = []
     for batch, seq in QUICK_SHAPES if quick else SHAPES:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 import interp
-from bench.common import VOCAB, baseline, gpt2_model, interleaved, measure, row
+from bench.common import SMALL_MMAP, VOCAB, baseline, gpt2_model, interleaved, measure, mmap_threshold, row
 from interp.lens import logit_lens, readout, target_rank
 
 NAME = "lens"
@@ -30,6 +30,7 @@ def naive(lm, resids: torch.Tensor, targets: torch.Tensor) -> tuple:
 
 
 def run(quick: bool) -> list[dict]:
+    mmap_threshold(SMALL_MMAP)
     lm = interp.LM.from_hf(gpt2_model(12, 768, 12))
     torch.manual_seed(3)
     ids = torch.randint(0, VOCAB, (BATCH, SEQ))

@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import interp  # noqa: E402
-from bench.common import VOCAB, gpt2_model, row  # noqa: E402
+from bench.common import LARGE_MMAP, VOCAB, gpt2_model, mmap_threshold, row  # noqa: E402
 from probes.logprobs import naive_pair_logprobs  # noqa: E402
 from probes.shared_context import shared_context_logprobs  # noqa: E402
 
@@ -62,6 +62,7 @@ def run(quick: bool) -> dict:
     Returns ``{"items_per_s": {method: ...}, "speedup", "max_abs_diff", "setting", "rows"}``;
     ``rows`` are ``bench.common.row`` dicts (seconds per batch of items) for the bench table.
     """
+    mmap_threshold(LARGE_MMAP)
     torch.set_num_threads(1)
     if quick:
         model, n_items, context_len, repeats, setting = gpt2_model(4, 256, 4), 4, 200, 1, "GPT-2 4x256, 4 items, ~200-token context"

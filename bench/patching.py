@@ -4,6 +4,10 @@ difference of two tokens at the last position. Ours (``interp.patching.patch_swe
 TransformerLens ``get_act_patch_resid_pre`` with TL 4.x ``TransformerBridge`` (in process) and
 TL 3.9 ``HookedTransformer`` (subprocess, its own venv), and a naive loop of single patched
 runs with plain PyTorch hooks. Every method's time includes its clean run.
+
+Ours runs twice: with the metric as a plain function of the logits (the baseline row, what
+TransformerLens is given), and as ``interp.patching.logit_diff(A, B)``, which names the two
+tokens it reads so that only those columns of the unembedding are computed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import torch
 
 import interp
-from bench.common import VOCAB, baseline, bridge_of, gpt2_model, interleaved, row, tl3_python
+from bench.common import LARGE_MMAP, VOCAB, baseline, bridge_of, gpt2_model, interleaved, mmap_threshold, row, tl3_python
 
 NAME = "patching"
 SEQ = 20
@@ -87,6 +91,7 @@ def tl3(model, corrupted, clean, repeats: int, warmup: int) -> tuple[dict | None
 
 
 def run(quick: bool) -> list[dict]:
+    mmap_threshold(LARGE_MMAP)
     model = gpt2_model(4, 256, 8)
     lm = interp.LM.from_hf(model)
     corrupted, clean = inputs()
@@ -97,12 +102,14 @@ def run(quick: bool) -> list[dict]:
 
     fns, notes = {}, {}
     try:
-        from interp.patching import patch_sweep
+        from interp.patching import logit_diff, patch_sweep
     except ImportError as err:
         patch_sweep = None
         notes["ours"] = f"not available ({err})"
     if patch_sweep is not None:
         fns["ours: patch_sweep"] = lambda: patch_sweep(lm, corrupted, clean, metric, hook="resid_pre", progress=False)
+        fns["ours: patch_sweep, metric=logit_diff(A, B)"] = lambda: patch_sweep(
+            lm, corrupted, clean, logit_diff(A, B), hook="resid_pre", progress=False)
         fns["ours: patch_sweep(resume=False, skip_unchanged=False)"] = lambda: patch_sweep(
             lm, corrupted, clean, metric, hook="resid_pre", resume=False, skip_unchanged=False, progress=False)
     bridge = bridge_of(model)
@@ -116,7 +123,7 @@ def run(quick: bool) -> list[dict]:
     fns["naive loop, plain torch hooks"] = lambda: naive_sweep(model, corrupted, clean)
 
     results: dict = {}
-    times, _ = interleaved(fns, repeats, warmup=0 if quick else 1, results=results)
+    times, _ = interleaved(fns, repeats, warmup=0 if quick else 1, results=results, memory=False)
     results = {name: value.float() for name, value in results.items()}
     tl3_out, tl3_note = tl3(model, corrupted, clean, repeats, warmup=0 if quick else 1)
     if tl3_out is not None:

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 import interp
-from interp.errors import InterpError
-from interp.patching import attribution_sweep, baseline_metric, compare, patch_sweep
+from interp.errors import InterpError, UnsupportedArchitecture
+from interp.patching import (
+    OUT_PROJ, attribution_heads, attribution_sweep, baseline_metric, compare, patch_heads, patch_sweep,
+)
 
 CORRUPTED = ["the capital of france is paris", "i plan to visit the city"]
 CLEAN = ["the city of poland is warsaw", "i plan to visit a country"]
@@ -75,6 +77,40 @@ def test_close_to_exact_for_a_small_perturbation(lm_of, tokenizer, family):
     assert c.pearson > 0.99 and c.spearman > 0.9 and c.top_k_overlap >= 0.6, c
 
 
+def test_heads_exact_on_a_model_linear_in_the_activation(lm_of, tokenizer):
+    lm = linear_gpt2(lm_of, tokenizer)
+    metric = logit_diff(tokenizer)
+    effect = patch_heads(lm, CORRUPTED, CLEAN, metric) - baseline_metric(lm, CORRUPTED, metric)
+    approx = attribution_heads(lm, CORRUPTED, CLEAN, metric)
+    assert approx.shape == (lm.n_layers, lm.model.config.n_head)
+    assert (effect.abs() > 1e-4).sum() >= 6, "too few non-zero effects for the test to see a wrong cell"
+    torch.testing.assert_close(approx, effect, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_heads_close_to_exact_for_a_small_perturbation(lm_of, tokenizer, family):
+    model = copy.deepcopy(lm_of(family).model)
+    old, new = tokenizer.convert_tokens_to_ids(["france", "poland"])
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        emb[new] = emb[old] + 0.05 * emb[old].norm() / emb.shape[1] ** 0.5 * torch.randn(emb.shape[1])
+    lm = interp.LM.from_hf(model, tokenizer)
+    corrupted, clean = ["the capital of france is a city of france"], ["the capital of poland is a city of france"]
+    metric = logit_diff(tokenizer)
+    effect = patch_heads(lm, corrupted, clean, metric) - baseline_metric(lm, corrupted, metric)
+    approx = attribution_heads(lm, corrupted, clean, metric)
+    assert effect.abs().max() > 0
+    c = compare(approx, effect, k=3)
+    assert c.pearson > 0.99 and c.spearman > 0.8 and c.top_k_overlap >= 2 / 3, c
+
+
+def test_heads_of_a_family_without_an_output_projection_row_raise(lm_of, tokenizer, monkeypatch):
+    lm = lm_of("gpt2")
+    monkeypatch.delitem(OUT_PROJ, "gpt2")
+    with pytest.raises(UnsupportedArchitecture, match="OUT_PROJ"):
+        attribution_heads(lm, CORRUPTED, CLEAN, logit_diff(tokenizer))
+
+
 def test_compare_hand_computed():
     x = torch.tensor([[3.0, -1.0, 0.5], [2.0, 0.0, -4.0]])
     same = compare(x, x, k=2)
@@ -93,6 +129,10 @@ def test_bad_input_raises(lm_of, tokenizer):
     lm = lm_of("gpt2")
     with pytest.raises(InterpError, match="scalar"):
         attribution_sweep(lm, CORRUPTED, CLEAN, lambda logits: logits[:, 0])
+    with pytest.raises(InterpError, match="scalar"):
+        attribution_heads(lm, CORRUPTED, CLEAN, lambda logits: logits[:, 0])
+    with pytest.raises(InterpError, match="no gradient"):
+        attribution_heads(lm, CORRUPTED, CLEAN, lambda logits: torch.tensor(1.0))
     with pytest.raises(InterpError, match="same number of tokens"):
         attribution_sweep(lm, CORRUPTED, ["the capital", "i plan"], logit_diff(tokenizer))
     with pytest.raises(InterpError, match="one shape"):

@@ -13,12 +13,12 @@ Modules: ``sweep`` (exact sweeps), ``kv`` (patched runs on a key/value prefix), 
 layer), ``heads`` (per-head outputs), ``inputs`` (argument checks).
 """
 
-from interp.patching.attribution import Comparison, attribution_sweep, compare
+from interp.patching.attribution import Comparison, attribution_heads, attribution_sweep, compare
 from interp.patching.heads import OUT_PROJ
 from interp.patching.metrics import TokenMetric, logit, logit_diff
 from interp.patching.sweep import baseline_metric, patch_heads, patch_layers, patch_sweep
 
 __all__ = [
-    "OUT_PROJ", "Comparison", "TokenMetric", "attribution_sweep", "baseline_metric", "compare", "logit",
+    "OUT_PROJ", "Comparison", "TokenMetric", "attribution_heads", "attribution_sweep", "baseline_metric", "compare", "logit",
     "logit_diff", "patch_heads", "patch_layers", "patch_sweep",
 ]

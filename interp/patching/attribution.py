@@ -7,6 +7,8 @@ d metric / d act[l, b, p, d]``: two forwards (clean, corrupted) and one backward
 whole ``[layer, pos]`` grid. It is exact where the path from the activation to the metric is
 linear, and an estimate otherwise; ``compare`` says how good it is against an exact sweep
 (pass the exact sweep minus ``baseline_metric``, since both must be effects).
+``attribution_heads`` does the same for each attention head's output at all positions, the
+layout of ``patch_heads``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor
 
 from interp.errors import InterpError
 from interp.hook_names import block_hook
+from interp.patching.heads import head_hooks, n_heads
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
 from interp.patching.sweep import Metric
 
@@ -46,15 +49,54 @@ def attribution_sweep(
         return keep
 
     run = lm.run(corr_ids, positions=-1, interventions={n: keeper(n) for n in names}, grad=True)
-    value = scalar(metric(run.logits[:, 0]))
+    acts = [kept[n] for n in names]
+    grads = torch.stack(_gradients(metric, run.logits[:, 0], acts))
+    corr_acts = torch.stack(acts).detach()
+    return ((clean_acts.to(grads.dtype) - corr_acts) * grads).sum(dim=(1, 3)).float()
+
+
+def attribution_heads(lm, corrupted, clean, metric: Metric) -> Float[Tensor, "layer head"]:
+    """Estimated patching *effect* of each attention head's output at all positions,
+    ``[n_layers, n_heads]``: the first-order estimate of ``interp.patching.patch_heads``.
+
+    A head's output is its ``d_head`` slice of the attention output projection's input
+    (TransformerLens's ``hook_z``); families without a row in ``interp.patching.heads.OUT_PROJ``
+    raise ``UnsupportedArchitecture``. Other arguments as for ``attribution_sweep``.
+    """
+    corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
+    layers = range(lm.n_layers)
+    clean_z: dict[int, Tensor | None] = dict.fromkeys(layers)
+    with head_hooks(lm, capture=clean_z):
+        lm.run(clean_ids, positions=-1)
+    kept: dict[int, Tensor] = {}
+
+    def keeper(layer: int):
+        def keep(z: Tensor) -> Tensor:
+            kept[layer] = z.clone()
+            return kept[layer]
+
+        return keep
+
+    with head_hooks(lm, writes={layer: keeper(layer) for layer in layers}):
+        run = lm.run(corr_ids, positions=-1, grad=True)
+    acts = [kept[layer] for layer in layers]
+    grads = _gradients(metric, run.logits[:, 0], acts)
+    heads = n_heads(lm)
+    out = []
+    for layer, act, grad in zip(layers, acts, grads):
+        delta = (clean_z[layer].to(grad.dtype) - act.detach()) * grad  # [batch, seq, heads * d_head]
+        out.append(delta.reshape(*delta.shape[:2], heads, -1).sum(dim=(0, 1, 3)))
+    return torch.stack(out).float()
+
+
+def _gradients(metric: Metric, logits: Tensor, acts: list[Tensor]) -> list[Tensor]:
+    """d metric(logits) / d act for each of ``acts`` (zeros where it does not depend on it)."""
+    value = scalar(metric(logits))
     if not value.requires_grad:
         raise InterpError("the metric's value does not depend on the logits (no gradient); "
                           "compute it from the logits it is given with torch operations")
-    acts = [kept[n] for n in names]
     grads = torch.autograd.grad(value, acts, allow_unused=True)
-    grads = torch.stack([torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)])
-    corr_acts = torch.stack(acts).detach()
-    return ((clean_acts.to(grads.dtype) - corr_acts) * grads).sum(dim=(1, 3)).float()
+    return [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
 
 
 @dataclass(frozen=True)

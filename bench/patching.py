@@ -5,6 +5,11 @@ TransformerLens ``get_act_patch_resid_pre`` with TL 4.x ``TransformerBridge`` (i
 TL 3.9 ``HookedTransformer`` (subprocess, its own venv), and a naive loop of single patched
 runs with plain PyTorch hooks. Every method's time includes its clean run.
 
+Two prompt pairs: a minimal pair (clean and corrupted differ in 2 of the 20 tokens, the usual
+patching setup; every method), and a pair sharing no token (ours' worst case: no cell can be
+skipped and every patched run starts at its position; ours and the TL 4.3 bridge only, since
+the others' cost does not depend on the pair).
+
 Ours runs twice: with the metric as a plain function of the logits (the baseline row, what
 TransformerLens is given), and as ``interp.patching.logit_diff(A, B)``, which names the two
 tokens it reads so that only those columns of the unembedding are computed.
@@ -20,6 +25,7 @@ from pathlib import Path
 import torch
 
 import interp
+from interp.patching import logit_diff, patch_sweep
 from bench.common import LARGE_MMAP, VOCAB, baseline, bridge_of, gpt2_model, interleaved, mmap_threshold, row, tl3_python
 
 NAME = "patching"
@@ -27,11 +33,15 @@ SEQ = 20
 A, B = 100, 200  # metric: logit[A] - logit[B] at the last position
 
 
-def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+def inputs(differing: list[int] | None = (4, 11)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(corrupted, clean)``, ``[1, SEQ]`` each: corrupted differs from clean at positions
+    ``differing`` (``None``: everywhere)."""
     torch.manual_seed(2)
     clean = torch.randint(0, VOCAB, (1, SEQ))
     corrupted = clean.clone()
-    corrupted[0, [4, 11]] = torch.randint(0, VOCAB, (2,))
+    where = list(range(SEQ)) if differing is None else list(differing)
+    while bool((corrupted[0, where] == clean[0, where]).any()):
+        corrupted[0, where] = torch.randint(0, VOCAB, (len(where),))
     return corrupted, clean
 
 
@@ -94,57 +104,58 @@ def run(quick: bool) -> list[dict]:
     mmap_threshold(LARGE_MMAP)
     model = gpt2_model(4, 256, 8)
     lm = interp.LM.from_hf(model)
-    corrupted, clean = inputs()
+    bridge = bridge_of(model)
     repeats = 1 if quick else 5
+    rows = []
+    for differing, everyone in [((4, 11), True), (None, False)]:
+        corrupted, clean = inputs(differing)
+        shared = "2 of 20 tokens differ" if differing else "no shared token"
+        setting = f"4 x 256 GPT-2 shape, {SEQ} tokens ({shared}), {4 * SEQ} cells"
+        rows += _compare(model, lm, bridge, corrupted, clean, setting, everyone, repeats, warmup=0 if quick else 1)
+    return rows
+
+
+def _compare(model, lm, bridge, corrupted, clean, setting: str, everyone: bool, repeats: int, warmup: int) -> list[dict]:
+    from transformer_lens.patching import get_act_patch_resid_pre
 
     def metric(logits):  # ours: last-position logits [batch, vocab]
         return logits[:, A].mean() - logits[:, B].mean()
-
-    fns, notes = {}, {}
-    try:
-        from interp.patching import logit_diff, patch_sweep
-    except ImportError as err:
-        patch_sweep = None
-        notes["ours"] = f"not available ({err})"
-    if patch_sweep is not None:
-        fns["ours: patch_sweep"] = lambda: patch_sweep(lm, corrupted, clean, metric, hook="resid_pre", progress=False)
-        fns["ours: patch_sweep, metric=logit_diff(A, B)"] = lambda: patch_sweep(
-            lm, corrupted, clean, logit_diff(A, B), hook="resid_pre", progress=False)
-        fns["ours: patch_sweep(resume=False, skip_unchanged=False)"] = lambda: patch_sweep(
-            lm, corrupted, clean, metric, hook="resid_pre", resume=False, skip_unchanged=False, progress=False)
-    bridge = bridge_of(model)
-    from transformer_lens.patching import get_act_patch_resid_pre
 
     def bridge_sweep():
         _, cache = bridge.run_with_cache(clean)
         return get_act_patch_resid_pre(bridge, corrupted, cache, lambda lg: lg[0, -1, A] - lg[0, -1, B])
 
-    fns["TL 4.3 bridge get_act_patch_resid_pre"] = bridge_sweep
-    fns["naive loop, plain torch hooks"] = lambda: naive_sweep(model, corrupted, clean)
-
+    fns = {
+        "ours: patch_sweep": lambda: patch_sweep(lm, corrupted, clean, metric, hook="resid_pre", progress=False),
+        "ours: patch_sweep, metric=logit_diff(A, B)": lambda: patch_sweep(
+            lm, corrupted, clean, logit_diff(A, B), hook="resid_pre", progress=False),
+        "TL 4.3 bridge get_act_patch_resid_pre": bridge_sweep,
+    }
+    if everyone:
+        fns["ours: patch_sweep(resume=False, skip_unchanged=False)"] = lambda: patch_sweep(
+            lm, corrupted, clean, metric, hook="resid_pre", resume=False, skip_unchanged=False, progress=False)
+        fns["naive loop, plain torch hooks"] = lambda: naive_sweep(model, corrupted, clean)
     results: dict = {}
-    times, _ = interleaved(fns, repeats, warmup=0 if quick else 1, results=results, memory=False)
+    times, _ = interleaved(fns, repeats, warmup=warmup, results=results, memory=False)
     results = {name: value.float() for name, value in results.items()}
-    tl3_out, tl3_note = tl3(model, corrupted, clean, repeats, warmup=0 if quick else 1)
-    if tl3_out is not None:
-        results["TL 3.9 HookedTransformer get_act_patch_resid_pre"] = torch.tensor(tl3_out["result"])
-        times["TL 3.9 HookedTransformer get_act_patch_resid_pre"] = tl3_out["times_s"]
-        tl3_note = f"subprocess, TL {tl3_out['transformer_lens']}; logits vs HF {tl3_out['max_logit_diff_vs_hf']:.1e}"
-
-    reference = results.get("ours: patch_sweep")
-    base_name = "ours: patch_sweep" if reference is not None else "naive loop, plain torch hooks"
-    base = baseline(times, base_name)
-    setting = f"4 x 256 GPT-2 shape, {SEQ} tokens, {4 * SEQ} cells"
+    notes = {}
+    if everyone:
+        tl3_name = "TL 3.9 HookedTransformer get_act_patch_resid_pre"
+        tl3_out, notes[tl3_name] = tl3(model, corrupted, clean, repeats, warmup)
+        if tl3_out is not None:
+            results[tl3_name] = torch.tensor(tl3_out["result"])
+            times[tl3_name] = tl3_out["times_s"]
+            notes[tl3_name] = f"subprocess, TL {tl3_out['transformer_lens']}; logits vs HF {tl3_out['max_logit_diff_vs_hf']:.1e}"
+        else:
+            times[tl3_name] = None
+    reference = results["ours: patch_sweep"]
+    base = baseline(times, "ours: patch_sweep")
     rows = []
-    if reference is None:
-        rows.append(row(NAME, setting, "ours: patch_sweep", None, None, note=notes["ours"]))
-    for name in times:
-        note = ""
-        if reference is not None and name != "ours: patch_sweep":
-            note = f"max |diff vs ours| = {float((results[name] - reference).abs().max()):.1e}"
-        if name.startswith("TL 3.9"):
-            note = f"{note}; {tl3_note}"
-        rows.append(row(NAME, setting, name, times[name], base, note=note))
-    if tl3_out is None:
-        rows.append(row(NAME, setting, "TL 3.9 HookedTransformer get_act_patch_resid_pre", None, None, note=tl3_note))
+    for name, seconds in times.items():
+        note = []
+        if name in results and name != "ours: patch_sweep":
+            note.append(f"max |diff vs ours| = {float((results[name] - reference).abs().max()):.1e}")
+        if name in notes:
+            note.append(notes[name])
+        rows.append(row(NAME, setting, name, seconds, base if seconds else None, note="; ".join(note)))
     return rows

@@ -35,8 +35,11 @@ Items 5-7 need a family whose HF cache is a ``DynamicCache`` holding every posit
 logits are its unembedding's output; others take the full-length path, as does
 ``kv_prefix=False``.
 
-Memory: a forward holds ``chunk_size * batch`` copies; by default ``chunk_size`` keeps that
-under ``TOKEN_BUDGET`` tokens. Chunked and unchunked sweeps agree.
+Memory: a forward holds ``chunk_size * batch`` copies of the prompt (and on the key/value path
+their keys and values at every layer); by default ``chunk_size`` keeps that under
+``TOKEN_BUDGET`` tokens. A tail run waits for at most ``chunk_size // 2`` cells, so that their
+caches and the tail's concatenated copy together stay within one chunk's. Chunked and
+unchunked sweeps agree.
 """
 
 from __future__ import annotations
@@ -377,7 +380,7 @@ def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resum
     else:  # the corrupted run's own unembedding joins the first batch (entry ``None``)
         unembed.add([None], corr_hidden)
     patches = _Patches(lm, point, groups, batch, seq, clean_acts, corr_resid, arity, resume)
-    tails = _Tails(lm, patches, corr_ids, chunk_size, unembed.add)
+    tails = _Tails(lm, patches, corr_ids, max(1, chunk_size // 2), unembed.add)
     for chunk in tqdm(plan, desc=f"patching {point}", disable=not show, leave=False):
         if kv is not None:
             _kv_chunk(lm, patches, corr_ids, chunk, kv, tails, unembed.add)

@@ -66,7 +66,7 @@ def run(quick: bool) -> list[dict]:
         ids = torch.randint(0, VOCAB, (batch, seq))
         fns = {name: functools.partial(fn, ids) for name, fn in by_ids.items()}
         small = batch * seq <= 16
-        repeats = (3 if small else 1) if quick else (20 if small else 3)
+        repeats = (3 if small else 1) if quick else (20 if small else 5)
         results: dict = {}
         times, peaks = interleaved(fns, repeats, warmup=1 if small or not quick else 0, results=results)
         diff = agreement(results)

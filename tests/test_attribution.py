@@ -56,18 +56,25 @@ def test_exact_on_a_model_linear_in_the_activation(lm_of, tokenizer, hook):
     torch.testing.assert_close(approx, effect, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_close_to_exact_for_a_small_perturbation(lm_of, tokenizer, family):
-    """Clean differs from corrupted in one token whose embedding is moved close to the
-    corrupted token's, so the patch is a small perturbation of the corrupted run."""
+NEAR_CORRUPTED = ["the capital of france is a city of france"]
+NEAR_CLEAN = ["the capital of poland is a city of france"]
+
+
+def near_lm(lm_of, tokenizer, family):
+    """A copy of the family's model in which "poland" is embedded close to "france", so that
+    patching ``NEAR_CLEAN`` into ``NEAR_CORRUPTED`` is a small perturbation of the latter."""
     model = copy.deepcopy(lm_of(family).model)
     old, new = tokenizer.convert_tokens_to_ids(["france", "poland"])
     emb = model.get_input_embeddings().weight
     with torch.no_grad():
         emb[new] = emb[old] + 0.05 * emb[old].norm() / emb.shape[1] ** 0.5 * torch.randn(emb.shape[1])
-    lm = interp.LM.from_hf(model, tokenizer)
-    corrupted = ["the capital of france is a city of france"]
-    clean = ["the capital of poland is a city of france"]
+    return interp.LM.from_hf(model, tokenizer)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_close_to_exact_for_a_small_perturbation(lm_of, tokenizer, family):
+    lm = near_lm(lm_of, tokenizer, family)
+    corrupted, clean = NEAR_CORRUPTED, NEAR_CLEAN
     metric = logit_diff(tokenizer)
     effect = patch_sweep(lm, corrupted, clean, metric) - baseline_metric(lm, corrupted, metric)
     approx = attribution_sweep(lm, corrupted, clean, metric)
@@ -89,13 +96,8 @@ def test_heads_exact_on_a_model_linear_in_the_activation(lm_of, tokenizer):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_heads_close_to_exact_for_a_small_perturbation(lm_of, tokenizer, family):
-    model = copy.deepcopy(lm_of(family).model)
-    old, new = tokenizer.convert_tokens_to_ids(["france", "poland"])
-    emb = model.get_input_embeddings().weight
-    with torch.no_grad():
-        emb[new] = emb[old] + 0.05 * emb[old].norm() / emb.shape[1] ** 0.5 * torch.randn(emb.shape[1])
-    lm = interp.LM.from_hf(model, tokenizer)
-    corrupted, clean = ["the capital of france is a city of france"], ["the capital of poland is a city of france"]
+    lm = near_lm(lm_of, tokenizer, family)
+    corrupted, clean = NEAR_CORRUPTED, NEAR_CLEAN
     metric = logit_diff(tokenizer)
     effect = patch_heads(lm, corrupted, clean, metric) - baseline_metric(lm, corrupted, metric)
     approx = attribution_heads(lm, corrupted, clean, metric)

@@ -13,6 +13,7 @@ layout of ``patch_heads``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,24 +32,14 @@ def attribution_sweep(
 ) -> Float[Tensor, "layer pos"]:
     """Estimated patching *effect* of ``hook`` at each (layer, position), ``[n_layers, n_pos]``.
 
-    Arguments as for ``interp.patching.patch_sweep``. The gradient is taken by a function
-    intervention at each layer that passes a copy of the activation on and keeps it, so the
-    copy is the tensor the rest of the forward reads.
+    Arguments as for ``interp.patching.patch_sweep``.
     """
     point = sweep_point(lm, hook)
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     names = [block_hook(layer, point) for layer in range(lm.n_layers)]
     clean_acts = lm.run(clean_ids, capture=point, logits=False).cache.stack(point)  # [layer, batch, seq, d]
     kept: dict[str, Tensor] = {}
-
-    def keeper(name: str):
-        def keep(act: Tensor) -> Tensor:
-            kept[name] = act.clone()
-            return kept[name]
-
-        return keep
-
-    run = lm.run(corr_ids, positions=-1, interventions={n: keeper(n) for n in names}, grad=True)
+    run = lm.run(corr_ids, positions=-1, interventions={n: _keeper(kept, n) for n in names}, grad=True)
     acts = [kept[n] for n in names]
     grads = torch.stack(_gradients(metric, run.logits[:, 0], acts))
     corr_acts = torch.stack(acts).detach()
@@ -69,15 +60,7 @@ def attribution_heads(lm, corrupted, clean, metric: Metric) -> Float[Tensor, "la
     with head_hooks(lm, capture=clean_z):
         lm.run(clean_ids, positions=-1)
     kept: dict[int, Tensor] = {}
-
-    def keeper(layer: int):
-        def keep(z: Tensor) -> Tensor:
-            kept[layer] = z.clone()
-            return kept[layer]
-
-        return keep
-
-    with head_hooks(lm, writes={layer: keeper(layer) for layer in layers}):
+    with head_hooks(lm, writes={layer: _keeper(kept, layer) for layer in layers}):
         run = lm.run(corr_ids, positions=-1, grad=True)
     acts = [kept[layer] for layer in layers]
     grads = _gradients(metric, run.logits[:, 0], acts)
@@ -87,6 +70,17 @@ def attribution_heads(lm, corrupted, clean, metric: Metric) -> Float[Tensor, "la
         delta = (clean_z[layer].to(grad.dtype) - act.detach()) * grad  # [batch, seq, heads * d_head]
         out.append(delta.reshape(*delta.shape[:2], heads, -1).sum(dim=(0, 1, 3)))
     return torch.stack(out).float()
+
+
+def _keeper(kept: dict, key) -> Callable[[Tensor], Tensor]:
+    """A write that passes a copy of the activation on and keeps it in ``kept[key]``: the
+    copy is the tensor the rest of the forward reads, so gradients can be taken at it."""
+
+    def keep(act: Tensor) -> Tensor:
+        kept[key] = act.clone()
+        return kept[key]
+
+    return keep
 
 
 def _gradients(metric: Metric, logits: Tensor, acts: list[Tensor]) -> list[Tensor]:

@@ -319,6 +319,25 @@ def test_a_cache_that_does_not_fill_falls_back_to_whole_runs(lm_of, tokenizer, m
     assert whole and shapes.count((batch, seq)) == 2
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_one_and_two_token_prompts(lm_of, family):
+    """The shortest prompts: no head run (one token: the tail runs on an empty cache) or a
+    one-position head run; the same numbers as the full-length path."""
+    from interp.patching import logit_diff as token_logit_diff
+
+    lm = lm_of(family)
+    torch.manual_seed(0)
+    for seq in (1, 2):
+        corrupted, clean = torch.randint(5, 50, (2, seq)), torch.randint(5, 50, (2, seq))
+        for metric in (token_logit_diff(3, 4), lambda x: x[:, 3].mean() - x[:, 4].mean()):
+            fast = patch_sweep(lm, corrupted, clean, metric, hook="resid_pre")
+            assert fast.shape == (lm.n_layers, seq)
+            torch.testing.assert_close(fast, patch_sweep(lm, corrupted, clean, metric, hook="resid_pre", kv_prefix=False),
+                                       atol=1e-5, rtol=1e-4, msg=f"{family} seq={seq}")
+            torch.testing.assert_close(patch_heads(lm, corrupted, clean, metric),
+                                       patch_heads(lm, corrupted, clean, metric, kv_prefix=False), atol=1e-5, rtol=1e-4)
+
+
 def test_kv_chunks_cover_every_cell_once(lm_of):
     from interp.patching.chunks import kv_chunks
 

@@ -63,11 +63,14 @@ def prefix_cache(lm, kv: KV, prefix: int, copies: int) -> DynamicCache:
 
 
 def concat_caches(lm, caches: list[DynamicCache]) -> DynamicCache:
-    """One cache whose batch is the caches' batches one after the other (all of one length)."""
+    """One cache whose batch is the caches' batches one after the other (all of one length;
+    empty caches, for one-token prompts, give an empty cache)."""
     if len(caches) == 1:
         return caches[0]
     out = DynamicCache(config=lm.model.config)
     for i in range(lm.n_layers):
+        if cached_length(caches[0], i) <= 0:
+            continue
         out.update(torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]), i)
     return out
 

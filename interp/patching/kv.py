@@ -69,7 +69,7 @@ def concat_caches(lm, caches: list[DynamicCache]) -> DynamicCache:
         return caches[0]
     out = DynamicCache(config=lm.model.config)
     for i in range(lm.n_layers):
-        if cached_length(caches[0], i) <= 0:
+        if getattr(caches[0].layers[i], "keys", None) is None:
             continue
         out.update(torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]), i)
     return out

@@ -53,6 +53,11 @@ def test_sweeps_with_token_metrics_equal_plain_metrics(lm_of, tokenizer, family)
                                patch_layers(lm, CORRUPTED, CLEAN, lambda x: x[:, b].mean()), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(patch_heads(lm, CORRUPTED, CLEAN, logit_diff(b, a)),
                                patch_heads(lm, CORRUPTED, CLEAN, plain), atol=1e-5, rtol=1e-4)
+    # One answer per prompt (the second prompt's answer and distractor swapped).
+    per_prompt = patch_sweep(lm, CORRUPTED, CLEAN, logit_diff([b, a], [a, b]), hook="resid_pre")
+    torch.testing.assert_close(per_prompt, patch_sweep(
+        lm, CORRUPTED, CLEAN, lambda x: ((x[0, b] - x[0, a]) + (x[1, a] - x[1, b])) / 2, hook="resid_pre"),
+        atol=1e-5, rtol=1e-4)
     # Without the key/value path the metric is called on full logits: the same numbers again.
     torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, logit_diff(b, a), hook="mlp_out", kv_prefix=False),
                                fast, atol=1e-5, rtol=1e-4)

@@ -338,6 +338,23 @@ def test_one_and_two_token_prompts(lm_of, family):
                                        patch_heads(lm, corrupted, clean, metric, kv_prefix=False), atol=1e-5, rtol=1e-4)
 
 
+def test_a_sweep_does_not_depend_on_the_models_history():
+    """A model's first kv sweep checks its unembedding with full logits; unchanged cells must
+    still get the same number as in every later sweep (bit for bit: resumed studies rely on it).
+    The toy model's width makes a two-column unembedding round differently from a full one."""
+    from interp.patching import logit_diff as token_logit_diff
+
+    lm = interp.load("toy/base")  # a fresh model object, never swept
+    corrupted, clean = "The capital of Seychelles is", "The capital of Albania is"
+    n = lm.to_tokens(corrupted)[0].shape[1]
+    assert lm.to_tokens(clean)[0].shape[1] == n
+    victoria, tirana = (lm.tokenizer(f"{prompt} {city}")["input_ids"][n]
+                        for prompt, city in ((corrupted, "Victoria"), (clean, "Tirana")))
+    metric = token_logit_diff(tirana, victoria)
+    first = patch_sweep(lm, corrupted, clean, metric)
+    assert torch.equal(first, patch_sweep(lm, corrupted, clean, metric))
+
+
 def test_kv_chunks_cover_every_cell_once(lm_of):
     from interp.patching.chunks import kv_chunks
 

@@ -375,10 +375,12 @@ def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resum
         plan = chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
     show = len(plan) >= 8 if progress is None else progress
     unembed = _DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None)
-    if corr_logits is not None:
-        unembed.baseline = scalar(metric(corr_logits)).detach().float()
-    else:  # the corrupted run's own unembedding joins the first batch (entry ``None``)
+    if kv is not None:
+        # The corrupted run's own unembedding joins the first batch (entry ``None``), so that
+        # unchanged cells get the number patched runs would, whatever this model's history.
         unembed.add([None], corr_hidden)
+    else:
+        unembed.baseline = scalar(metric(corr_logits)).detach().float()
     patches = _Patches(lm, point, groups, batch, seq, clean_acts, corr_resid, arity, resume)
     tails = _Tails(lm, patches, corr_ids, max(1, chunk_size // 2), unembed.add)
     for chunk in tqdm(plan, desc=f"patching {point}", disable=not show, leave=False):

@@ -1,0 +1,278 @@
+"""Where the answer is carried: activation patching on minimal pairs, base vs RL-tuned.
+
+    python -m studies.patching                                  # toy pair, held-out capitals
+    python -m studies.patching --pair llama2-7b --hooks resid_pre,attn_out,mlp_out --limit 50
+
+Two facts (X -> A, Y -> B) whose prompts (``The capital of X is``, ``The capital of Y is``)
+have the same token length make a minimal pair: the corrupted prompt names X, the clean one
+Y. For every hook point, layer and position, ``interp.patching.patch_sweep`` patches the
+clean activation into the corrupted run and reads ``logit(B) - logit(A)`` (first answer
+tokens) at the last position. A cell's *restored* value is the fraction of the clean run's
+logit difference it brings back: ``(patched - corrupted) / (clean - corrupted)``; 1 means the
+cell alone carries the answer. Positions are aligned across pairs by their role: the
+subject's first, middle and last tokens, and the template's tokens by their offset from the
+subject (``is@+1`` is the token right after it).
+
+Outputs (``runs/patching/<pair>/`` or ``--out``): ``results.jsonl`` (one row per model x
+style x pair x hook x layer x position; resumable), ``summary.csv`` (mean restored fraction
+per model x style x hook x layer x role), ``meta.json``, and a heatmap per style and hook
+(base, chat, chat - base) as PNG + PDF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from studies._common import StudyError, add_model_options, load_kwargs
+
+STUDY = "patching"
+STYLES = {"zero": "The capital of {subject} is", "qa": "Q: What is the capital of {subject}? A:"}
+HOOKS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
+KEY_FIELDS = ("model", "style", "pair", "hook", "layer", "position")
+MIN_GAP = 1e-3  # pairs whose clean and corrupted logit differences differ less are not normalised
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One fact's prompt, tokenized: ``ids`` ``[seq]``, the subject's token span, the answer's
+    first token."""
+
+    subject: str
+    answer: str
+    ids: tuple[int, ...]
+    subject_span: tuple[int, int]
+    answer_token: int
+
+
+@dataclass(frozen=True)
+class MinimalPair:
+    style: str
+    corrupted: Prompt
+    clean: Prompt
+
+    @property
+    def id(self) -> str:
+        return f"{self.corrupted.subject}>{self.clean.subject}"
+
+
+def tokenize(tokenizer, style: str, subject: str, answer: str) -> Prompt | None:
+    """The prompt of ``style`` for a fact, or ``None`` if its answer's first token cannot be
+    told (the prompt's tokens are not a prefix of prompt + answer)."""
+    text = STYLES[style].format(subject=subject)
+    enc = tokenizer(text, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    start = text.index(subject)
+    end = start + len(subject)
+    inside = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
+    full = tokenizer(f"{text} {answer}")["input_ids"]
+    if not inside or full[:len(ids)] != ids or len(full) <= len(ids):
+        return None
+    return Prompt(subject, answer, tuple(ids), (inside[0], inside[-1] + 1), full[len(ids)])
+
+
+def make_pairs(tokenizer, facts: Sequence[tuple[str, str]], style: str, limit: int | None, seed: int) -> list[MinimalPair]:
+    """Minimal pairs: each fact (in a seeded order) as the clean prompt, with the next fact of
+    the same token length and a different first answer token as the corrupted one."""
+    prompts = [p for p in (tokenize(tokenizer, style, s, a) for s, a in facts) if p is not None]
+    random.Random(seed).shuffle(prompts)
+    pairs = []
+    for i, clean in enumerate(prompts):
+        for corrupted in prompts[i + 1:] + prompts[:i]:
+            if len(corrupted.ids) == len(clean.ids) and corrupted.answer_token != clean.answer_token \
+                    and corrupted.subject_span == clean.subject_span:
+                pairs.append(MinimalPair(style, corrupted, clean))
+                break
+        if limit is not None and len(pairs) >= limit:
+            break
+    return pairs
+
+
+def roles(tokenizer, prompt: Prompt) -> list[str]:
+    """Each position's role: ``subject_first`` / ``subject_mid`` / ``subject_last``, or the
+    template token and its offset from the subject (``of@-1``, ``is@+1``)."""
+    start, end = prompt.subject_span
+    out = []
+    for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(prompt.ids))):
+        if start <= i < end:
+            out.append("subject_first" if i == start else "subject_last" if i == end - 1 else "subject_mid")
+        else:
+            out.append(f"{token}@{i - start if i < start else i - end + 1:+d}")
+    return out
+
+
+def analyse_pair(lm, pair: MinimalPair, member: str, hooks: Sequence[str]) -> list[dict]:
+    """Rows of one minimal pair for one model: every hook x layer x position."""
+    import torch
+
+    from interp.patching import baseline_metric, logit_diff, patch_sweep
+
+    corrupted = torch.tensor([pair.corrupted.ids])
+    clean = torch.tensor([pair.clean.ids])
+    metric = logit_diff(pair.clean.answer_token, pair.corrupted.answer_token)
+    low = float(baseline_metric(lm, corrupted, metric))
+    high = float(baseline_metric(lm, clean, metric))
+    gap = high - low
+    labels = roles(lm.tokenizer, pair.corrupted)
+    rows = []
+    for hook in hooks:
+        sweep = patch_sweep(lm, corrupted, clean, metric, hook=hook, progress=False)
+        for layer in range(sweep.shape[0]):
+            for pos in range(sweep.shape[1]):
+                effect = float(sweep[layer, pos]) - low
+                rows.append({
+                    "model": member, "style": pair.style, "pair": pair.id, "hook": hook, "layer": layer,
+                    "position": pos, "role": labels[pos], "is_last": pos == sweep.shape[1] - 1,
+                    "effect": effect, "restored": effect / gap if abs(gap) >= MIN_GAP else None,
+                    "corrupted_metric": low, "clean_metric": high,
+                })
+    return rows
+
+
+def summarize(rows: list[dict]):
+    """Mean restored fraction and count per model x style x hook x layer x role, roles in
+    prompt order."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df = df[df["restored"].notna()]
+    keys = ["model", "style", "hook", "layer", "role"]
+    out = (df.groupby(keys, sort=False)
+             .agg(restored_mean=("restored", "mean"), effect_mean=("effect", "mean"), n=("restored", "size"),
+                  position_mean=("position", "mean"), is_last=("is_last", "all"))
+             .reset_index())
+    return out.sort_values(["style", "hook", "model", "layer", "position_mean"]).reset_index(drop=True)
+
+
+def report(summary, pair_name: str) -> str:
+    """Console summary: where each model's answer is carried."""
+    lines = [f"Activation patching on minimal pairs, pair {pair_name!r} (restored fraction of the clean logit difference)"]
+    for (style, hook), part in summary.groupby(["style", "hook"], sort=False):
+        lines.append(f"\n[{style} prompts, {hook}]")
+        for model, m in part.groupby("model", sort=False):
+            best = m.loc[m["restored_mean"].idxmax()]
+            last = m[m["is_last"]].sort_values("layer")
+            moved = last[last["restored_mean"] >= 0.5]
+            when = f"block {int(moved['layer'].iloc[0])}" if len(moved) else "no block"
+            lines.append(f"  {model}: strongest cell block {int(best['layer'])} at {best['role']} "
+                         f"({best['restored_mean']:.2f}, n={int(best['n'])}); the last position alone restores "
+                         f">= half from {when}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m studies.{STUDY}", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pair", default="toy", help="registry pair (default: toy)")
+    parser.add_argument("--base", help="base model (folder or hub id), instead of the pair's")
+    parser.add_argument("--chat", help="RL-tuned model (folder or hub id), instead of the pair's")
+    parser.add_argument("--hooks", default="resid_pre,attn_out,mlp_out",
+                        help=f"comma-separated, from {', '.join(HOOKS)} (default: resid_pre,attn_out,mlp_out)")
+    parser.add_argument("--styles", default="zero", help=f"comma-separated prompt styles, from {', '.join(STYLES)}")
+    parser.add_argument("--facts", help="CSV/JSONL of facts (subject, answer[, split]); default: the toy world's capitals")
+    parser.add_argument("--split", default="test", choices=("test", "train", "all"), help="which facts (default: test)")
+    parser.add_argument("--limit", type=int, default=40, help="minimal pairs per style (default: 40)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard", help="i/n: run every n-th pair starting at the i-th")
+    parser.add_argument("--out", help=f"output folder (default: runs/{STUDY}/<pair>)")
+    parser.add_argument("--summary-only", action="store_true", help="rebuild summary and figures from results*.jsonl")
+    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    add_model_options(parser)
+    return parser.parse_args(argv)
+
+
+def _choices(text: str, valid: Sequence[str], what: str) -> list[str]:
+    chosen = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [c for c in chosen if c not in valid]
+    if bad or not chosen:
+        raise StudyError(f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(valid)}")
+    return list(dict.fromkeys(chosen))
+
+
+def _facts(args) -> list[tuple[str, str]]:
+    from studies.ffn_capitals.items import read_facts_file, toy_facts
+
+    facts = read_facts_file(args.facts) if args.facts else toy_facts()
+    chosen = [f for f in facts if args.split == "all" or f.split == args.split] or facts
+    return [(f.subject, f.answer) for f in chosen]
+
+
+def run_study(args) -> int:
+    import torch
+
+    import interp
+    from studies._common import ResultsLog, parse_shard, pending_chunks, progress, read_results, results_name, \
+        run_dir, seed_everything, write_meta
+
+    started = time.perf_counter()
+    hooks = _choices(args.hooks, HOOKS, "hook")
+    styles = _choices(args.styles, list(STYLES), "style")
+    if args.limit is not None and args.limit < 1:
+        raise StudyError(f"--limit must be a positive number of pairs, got {args.limit}")
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    shard = parse_shard(args.shard)
+    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
+    out = run_dir(STUDY, pair.name, args.out)
+    timings: dict[str, float] = {}
+    pairs: list[MinimalPair] = []
+    if not args.summary_only:
+        facts = _facts(args)
+        log = ResultsLog(out / results_name(shard), KEY_FIELDS)
+        for member, lm in pair:
+            if lm.parallel and "resid_mid" in hooks:
+                raise StudyError(f"the {member} model has parallel attention and FFN (no resid_mid); drop it from --hooks")
+            if not pairs:
+                pairs = [p for style in styles for p in make_pairs(lm.tokenizer, facts, style, args.limit, args.seed)]
+                if not pairs:
+                    raise StudyError("no minimal pairs: no two facts have prompts of one token length with different "
+                                     "first answer tokens")
+
+            def key_of(p: MinimalPair, member=member):
+                return (member, p.style, p.id, hooks[-1], lm.n_layers - 1, len(p.corrupted.ids) - 1)
+
+            work = pending_chunks(pairs, 1, key_of, log, shard)
+            t0 = time.perf_counter()
+            for _, (minimal,) in progress(work, desc=f"{STUDY} {member}", total=len(work)):
+                with torch.no_grad():
+                    log.write(analyse_pair(lm, minimal, member, hooks))
+            timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
+    rows = read_results(out, KEY_FIELDS)
+    if not rows:
+        raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
+    summary = summarize(rows)
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    if not args.no_figures:
+        from figures.patching_heatmap import plot_patching_heatmap
+
+        t0 = time.perf_counter()
+        for (style, hook), part in summary.groupby(["style", "hook"], sort=False):
+            plot_patching_heatmap(part, out / f"restored_{style}_{hook}", title=f"{pair.name}: {hook}, {style} prompts")
+        timings["figures_s"] = round(time.perf_counter() - t0, 2)
+    text = report(summary, pair.name)
+    timings["total_s"] = round(time.perf_counter() - started, 2)
+    options = dict(vars(args))
+    extra = {"pair": asdict(pair.spec), "n_rows": len(rows), "key_fields": list(KEY_FIELDS)}
+    if pairs:
+        extra.update(minimal_pairs=[p.id for p in pairs], load_options=load_kwargs(args),
+                     models={m: pair.spec.source(m) for m in interp.registry.MEMBERS})
+    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, **extra)
+    print(text)
+    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, meta.json{'' if args.no_figures else ', figures'}) "
+          f"in {timings['total_s']:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input / missing weights, no traceback)."""
+    from studies._common import run_cli
+
+    return run_cli(parse_args, run_study, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

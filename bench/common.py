@@ -87,6 +87,10 @@ def tl3_python() -> Path | None:
     return None
 
 
+ROUND_SECONDS = 1.0  # timing-only rounds: timed calls per method per round fill about this long
+MAX_CALLS = 10
+
+
 def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
                 results: dict[str, object] | None = None, memory: bool = True,
                 ) -> tuple[dict[str, list[float]], dict[str, float | None]]:
@@ -94,9 +98,11 @@ def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warmup: 
 
     Rounds run every method once, in turn, so the noise of a shared machine spreads evenly
     over the methods. Pass a dict as ``results`` to get each method's last return value.
-    With ``memory=False`` (timing only) no peak is measured and each timed call directly
-    follows an untimed call of the same method, so that no method is timed in the cache and
-    allocator state the previous method left behind.
+    With ``memory=False`` (timing only) no peak is measured and each method's turn in a round
+    starts with an untimed call, so that no method is timed in the cache and allocator state
+    the previous method left behind; then come as many timed calls as fit ``ROUND_SECONDS``
+    (at least one, at most ``MAX_CALLS``), so that fast methods, whose single calls are noisy
+    on a shared machine, get a median over many calls.
     """
     times: dict[str, list[float]] = {name: [] for name in methods}
     peaks: dict[str, list[float]] = {name: [] for name in methods}
@@ -106,15 +112,19 @@ def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warmup: 
             last.pop(name, None)
             if memory:
                 seconds, peak, value = measure(fn)
+                samples = [seconds]
             else:
-                with torch.no_grad():
-                    fn()
-                seconds, peak, value = _time(fn)
+                warm, _, _ = _time(fn)
+                calls = max(1, min(MAX_CALLS, int(ROUND_SECONDS / max(warm, 1e-6))))
+                samples, peak = [], None
+                for _ in range(calls):
+                    seconds, _, value = _time(fn)
+                    samples.append(seconds)
             if results is not None:
                 last[name] = value
             del value
             if round_ >= warmup:
-                times[name].append(seconds)
+                times[name].extend(samples)
                 if peak is not None:
                     peaks[name].append(peak)
     return times, {name: statistics.median(p) if p else None for name, p in peaks.items()}

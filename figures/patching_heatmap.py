@@ -20,20 +20,28 @@ from figures._save import require_columns, save
 ANNOTATE_MAX_CELLS = 200
 
 
+def heatmap_grids(df: pd.DataFrame) -> tuple[list[int], list[str], dict[str, np.ndarray]]:
+    """``(layers, roles, {panel: grid [layer, role]})``: one panel per model (in order of
+    appearance), plus ``chat - base`` when both are there; roles ordered by mean position;
+    missing cells are NaN."""
+    require_columns(df, ("model", "layer", "role", "restored_mean", "position_mean"), "patching heatmap")
+    roles = df.groupby("role")["position_mean"].mean().sort_values().index.tolist()
+    layers = sorted(int(layer) for layer in df["layer"].unique())
+    grids = {}
+    for model, part in df.groupby("model", sort=False):
+        table = part.pivot_table(index="layer", columns="role", values="restored_mean", aggfunc="mean")
+        grids[str(model)] = table.reindex(index=layers, columns=roles).to_numpy(dtype=float)
+    if "base" in grids and "chat" in grids:
+        grids["chat - base"] = grids["chat"] - grids["base"]
+    return layers, roles, grids
+
+
 def plot_patching_heatmap(df: pd.DataFrame, stem: str | os.PathLike[str], title: str | None = None) -> list[Path]:
     """Writes ``stem.png`` and ``stem.pdf``; returns their paths."""
     import matplotlib.pyplot as plt
 
-    require_columns(df, ("model", "layer", "role", "restored_mean", "position_mean"), "patching heatmap")
-    order = df.groupby("role")["position_mean"].mean().sort_values().index.tolist()
-    layers = sorted(df["layer"].unique())
-    grids = {}
-    for model, part in df.groupby("model", sort=False):
-        table = part.pivot_table(index="layer", columns="role", values="restored_mean", aggfunc="mean")
-        grids[str(model)] = table.reindex(index=layers, columns=order).to_numpy(dtype=float)
+    layers, order, grids = heatmap_grids(df)
     panels = list(grids.items())
-    if "base" in grids and "chat" in grids:
-        panels.append(("chat - base", grids["chat"] - grids["base"]))
     width = max(3.0, 0.55 * len(order) + 1.2)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 0.45 * len(layers) + 2.2), squeeze=False)
     for ax, (name, grid) in zip(axes[0], panels):
@@ -47,7 +55,8 @@ def plot_patching_heatmap(df: pd.DataFrame, stem: str | os.PathLike[str], title:
         if grid.size <= ANNOTATE_MAX_CELLS:
             for (i, j), value in np.ndenumerate(grid):
                 if np.isfinite(value):
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                    shown = 0.0 if abs(value) < 0.005 else value  # no "-0.00" for float noise
+                    ax.text(j, i, f"{shown:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if abs(value) > 0.6 * limit else "black")
         fig.colorbar(image, ax=ax, shrink=0.8, label="restored fraction" if name != "chat - base" else "difference")
     if title:

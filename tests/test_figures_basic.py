@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from figures.by_layer import plot_by_layer
+from figures.patching_heatmap import heatmap_grids, plot_patching_heatmap
 from figures.reliability import plot_reliability
 from figures.task_bars import plot_task_bars
 from probes.calibration import bootstrap_ci, ece, reliability_diagram
@@ -52,3 +53,22 @@ def test_by_layer_figure_with_facets(tmp_path):
     _written(plot_by_layer(df, stem, facet_col="task", ylabel="accuracy"), stem)
     with pytest.raises(KeyError, match="missing column"):
         plot_by_layer(df.drop(columns="layer"), tmp_path / "x")
+
+
+def test_patching_heatmap(tmp_path):
+    rows = [{"model": m, "layer": layer, "role": role, "restored_mean": v, "position_mean": pos}
+            for m, scale in [("base", 1.0), ("chat", 0.5)]
+            for layer in (0, 1)
+            for role, pos, v in [("is@+1", 4.0, 0.8), ("subject_first", 2.0, 0.3), ("The@-2", 0.0, 0.0)]
+            for v in [scale * v + layer]]
+    df = pd.DataFrame(rows[:-1])  # chat misses (layer 1, The@-2)
+    layers, roles, grids = heatmap_grids(df)
+    assert layers == [0, 1] and roles == ["The@-2", "subject_first", "is@+1"]  # ordered by position
+    assert list(grids) == ["base", "chat", "chat - base"]
+    np.testing.assert_allclose(grids["base"], [[0.0, 0.3, 0.8], [1.0, 1.3, 1.8]])
+    np.testing.assert_allclose(grids["chat - base"][0], [0.0, -0.15, -0.4])
+    assert np.isnan(grids["chat"][1, 0]) and np.isnan(grids["chat - base"][1, 0])
+    stem = tmp_path / "heat"
+    _written(plot_patching_heatmap(df, stem, title="t"), stem)
+    with pytest.raises(KeyError, match="position_mean"):
+        heatmap_grids(df.drop(columns=["position_mean"]))

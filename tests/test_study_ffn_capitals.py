@@ -6,38 +6,26 @@ attribution are tested in ``test_transplant.py`` and ``test_direct.py``."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import pandas as pd
 import pytest
 import torch
+from study_cli import rows_of, run_study_cli
 
 import interp
 from interp.transplant import ablate_each_layer
-from studies import _common, ffn_capitals as fc
+from studies import _common
+from studies import ffn_capitals as fc
 from tasks import toy_world
 
-REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("answer_rank_by_layer", "answer_prob_by_layer", "first_top1_layer", "transplant_by_layer",
            "sublayer_contribution")
 STYLES = ("--prompting", "zero,few")  # fewer conditions keep the file fast; defaults otherwise
 N_CONDITIONS = 2 * 3 * 2  # styles x contexts (plain, harmful, benign) x chat template off/on
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-W", "error", "-m", "studies.ffn_capitals", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def rows_of(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+cli = partial(run_study_cli, "studies.ffn_capitals")
 
 
 @pytest.fixture(scope="module")

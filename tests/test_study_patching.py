@@ -5,31 +5,18 @@ the subject carry nothing), resumption, errors, and the minimal-pair building bl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import pytest
+from study_cli import rows_of, run_study_cli
 
 import interp
 from studies import patching as sp
 
-REPO = Path(__file__).resolve().parents[1]
 HOOKS = ("--hooks", "resid_pre,resid_post")
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-W", "error", "-m", "studies.patching", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def rows_of(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+cli = partial(run_study_cli, "studies.patching")
 
 
 @pytest.fixture(scope="module")

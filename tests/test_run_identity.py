@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import interp
-from interp import identity
 from studies import _common, benchmarks, calibration, patching
 from studies import ffn_capitals as fc
 from studies.ffn_capitals import cli as fc_cli
@@ -160,6 +159,8 @@ def _rewrite_weights(folder: Path, change) -> None:
 
 @pytest.mark.parametrize("big", [False, True], ids=["hashed-whole", "header-and-samples"])
 def test_local_identity_follows_config_and_weights_only(model_copy, monkeypatch, big):
+    from interp import identity
+
     if big:  # treat the toy's 7 MB file as a large one: header, size and sampled blocks only
         monkeypatch.setattr(identity, "FULL_HASH_BELOW", 0)
     first = interp.model_identity(str(model_copy))
@@ -191,6 +192,8 @@ def test_local_identity_follows_config_and_weights_only(model_copy, monkeypatch,
 
 
 def test_local_identity_of_a_big_file_reads_little(model_copy, monkeypatch):
+    from interp import identity
+
     monkeypatch.setattr(identity, "FULL_HASH_BELOW", 0)
     read = []
     real_open = open
@@ -220,6 +223,8 @@ def test_local_identity_of_a_big_file_reads_little(model_copy, monkeypatch):
 
 
 def test_hub_identity_resolves_a_cached_commit(tmp_path, monkeypatch):
+    from interp import identity
+
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "models--org--name"
     (repo / "refs").mkdir(parents=True)

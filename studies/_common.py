@@ -107,8 +107,8 @@ def add_run_options(parser) -> None:
     parser.add_argument("--out", help="output folder (default runs/<study>/<pair>/; for --base/--chat "
                                       "runs/<study>/custom-<base>-vs-<chat>-<hash>/)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete this study's previous results in the folder first (they were made with "
-                             "other options or models)")
+                        help="delete this study's previous files in the folder (every shard's) first, to start "
+                             "afresh with other options or models")
     parser.add_argument("--shard", help="i/n: run the i-th of n near-equal parts of the work "
                                         "(results.shard-i-of-n.jsonl; no summary, see --summary-only)")
     parser.add_argument("--summary-only", action="store_true",
@@ -158,10 +158,6 @@ class Shard:
     def bounds(self, n_units: int) -> tuple[int, int]:
         """``[start, stop)`` of this shard's contiguous part of ``n_units``; parts differ in size by at most one."""
         return (self.index - 1) * n_units // self.count, self.index * n_units // self.count
-
-    def owns(self, unit_index: int, n_units: int) -> bool:
-        start, stop = self.bounds(n_units)
-        return start <= unit_index < stop
 
     @property
     def is_whole(self) -> bool:

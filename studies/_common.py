@@ -582,12 +582,10 @@ def write_meta(folder: str | os.PathLike[str], *, study: str, options: dict, see
     ...), and append this invocation (time, options, timings) to the ``invocations`` list kept
     from earlier runs into the same folder."""
     path = Path(folder) / "meta.json"
-    invocations = []
-    if path.exists():
-        try:
-            invocations = json.loads(path.read_text()).get("invocations", [])
-        except (json.JSONDecodeError, AttributeError):
-            invocations = []
+    previous = _read_json(path) or {}
+    invocations = previous.get("invocations", [])
+    if "outputs" in extra:  # keep naming files earlier invocations wrote (figures), for --overwrite
+        extra["outputs"] = list(dict.fromkeys([*extra["outputs"], *previous.get("outputs", [])]))
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     invocations.append({"finished": now, "argv": sys.argv[1:], "options": options, "timings": timings or {}})
     meta = {"study": study, "seed": seed, "options": options, "versions": versions(),

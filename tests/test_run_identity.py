@@ -122,10 +122,14 @@ def test_rows_without_a_fingerprint_are_refused(folder, capsys):
 def test_overwrite_starts_afresh_and_deletes_only_the_studys_files(folder, capsys):
     (folder / "notes.txt").write_text("mine")
     (folder / "results.shard-1-of-2.jsonl").write_text('{"model": "base"}\n')  # an old shard's rows
+    meta = json.loads((folder / "meta.json").read_text())
+    assert "summary.csv" in meta["outputs"]
+    (folder / "meta.json").write_text(json.dumps({**meta, "outputs": [*meta["outputs"], "old_figure.png"]}))
+    (folder / "old_figure.png").write_bytes(b"png")  # as if an earlier invocation drew figures
     status, out, _ = run(capsys, *argv("--seed", "1"), "--out", folder, "--overwrite")
     assert status == 0 and "wrote" in out
     assert (folder / "notes.txt").read_text() == "mine"
-    assert not (folder / "results.shard-1-of-2.jsonl").exists()
+    assert not (folder / "results.shard-1-of-2.jsonl").exists() and not (folder / "old_figure.png").exists()
     assert json.loads((folder / "fingerprint.json").read_text())["fingerprint"]["seed"] == 1
     assert len((folder / "results.jsonl").read_text().splitlines()) == 2 * 2  # models x items, nothing old
     meta = json.loads((folder / "meta.json").read_text())

@@ -12,6 +12,7 @@ from interp.adapters import ARCHITECTURES, Arch
 from interp.cache import ActivationCache, Run
 from interp.errors import InterpError, LoadError, PromptError, UnknownHook, UnsupportedArchitecture
 from interp.hook_names import block_hook
+from interp.identity import model_identity
 from interp.interventions import add, replace
 from interp.loading import Pair, load, load_pair
 from interp.model import LM
@@ -20,5 +21,5 @@ from interp.registry import PAIRS, PairSpec
 __all__ = [
     "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "PAIRS", "Pair",
     "PairSpec", "PromptError", "Run", "UnknownHook", "UnsupportedArchitecture", "add", "block_hook",
-    "direct", "lens", "load", "load_pair", "patching", "replace", "transplant",
+    "direct", "lens", "load", "load_pair", "model_identity", "patching", "replace", "transplant",
 ]

@@ -32,12 +32,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import add_model_options, load_kwargs
+from studies._common import add_model_options, add_run_options, load_kwargs
 
 STUDY = "benchmarks"
 KEY_FIELDS = ("model", "task", "shots", "chat_template", "item")
 DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "stsb", "mmlu", "imppres",
                  "implicature", "triviaqa_mc")
+# Options that decide a row (in the run's fingerprint, studies._common.run_fingerprint): the
+# items and prompts, the readouts and generations kept, the fixed chunks rows are computed in,
+# and how the models are loaded (dtype, device and quantization change the numbers). The
+# models (--pair/--base/--chat) enter by identity and --seed on its own. The others choose
+# where and how fast a run goes, or shape only the summary.
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "generate",
+               "max_new_tokens", "dtype", "device", "device_map", "quantization")
+OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides results, meta and figures
 NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
 
 
@@ -321,11 +330,9 @@ def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) ->
     p.add_argument("--limit", type=int, help="at most N items per task")
     p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (logit lens)")
     p.add_argument("--batch-size", type=int, default=8, help="items per chunk written to results.jsonl")
-    p.add_argument("--out", help="output folder (default runs/<study>/<pair>/)")
+    add_run_options(p)
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds few-shot draws and bootstraps")
-    p.add_argument("--shard", help="i/n: run chunk shard i of n (results.shard-i-of-n.jsonl)")
-    p.add_argument("--summary-only", action="store_true", help="recompute tables and figures from results*.jsonl")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
@@ -369,11 +376,11 @@ def template_tokenizer(pair):
 
 
 def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: int = 0) -> dict[str, float]:
-    """Score every pending chunk of ``work`` with each member (one in memory at a time)."""
+    """Score this shard's pending chunks of ``work`` with each member that has some (one model
+    in memory at a time)."""
     import torch
 
-    import interp
-    from studies._common import pending_chunks, progress
+    from studies._common import chunked, describe_plan, load_members, pending, progress, shard_plan
 
     layers = "all" if args.layers == "all" else None
     timings = {}
@@ -381,12 +388,14 @@ def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: 
     def key_of(member):
         return lambda w: (member, w.task, w.shots, w.chat_template, w.item.id)
 
-    if not any(pending_chunks(work, args.batch_size, key_of(m), log, shard) for m in interp.registry.MEMBERS):
-        return timings
-    for member, lm in pair:
+    chunks = chunked(work, args.batch_size)
+    plan = shard_plan(len(chunks), shard)
+    todo = {member: pending(chunks, key_of(member), log, owned) for member, owned in plan.items()}
+    if not shard.is_whole:
+        print(describe_plan(plan, len(chunks), shard))
+    for member, lm in load_members(pair, [m for m, chunks_left in todo.items() if chunks_left]):
         t0 = time.perf_counter()
-        chunks = pending_chunks(work, args.batch_size, key_of(member), log, shard)
-        for _, chunk in progress(chunks, desc=f"{desc} {member}", total=len(chunks)):
+        for _, chunk in progress(todo[member], desc=f"{desc} {member}", total=len(todo[member])):
             with torch.no_grad():
                 log.write(score_chunk(lm, member, chunk, layers, generate_n, getattr(args, "max_new_tokens", 16)))
         timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
@@ -397,28 +406,33 @@ def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, StudyError, parse_shard, read_results, results_name, run_dir, \
-        seed_everything, write_meta
+    from studies._common import ResultsLog, StudyError, finish_run, open_run, parse_shard, read_results, \
+        report_shard, results_name, row_options, run_dir, run_fingerprint, seed_everything, write_meta
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
-    out = run_dir(STUDY, pair.name, args.out)
+    out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
-    extra: dict = {}
+    items = load_items(args.tasks, parse_data(args.data), args.limit, args.seed)
+    template_tok = template_tokenizer(pair) if any(args.chat_template) else None
+    work = make_work(items, args.shots, args.chat_template, template_tok, args.seed)
+    fingerprint = run_fingerprint(STUDY, pair, row_options(args, ROW_OPTIONS), args.seed, work)
+    open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
+    extra = dict(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
+                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint)
     if not args.summary_only:
-        items = load_items(args.tasks, parse_data(args.data), args.limit, args.seed)
-        template_tok = template_tokenizer(pair) if any(args.chat_template) else None
-        work = make_work(items, args.shots, args.chat_template, template_tok, args.seed)
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
         timings.update(score_pair(pair, work, log, shard, args, STUDY, args.generate))
-        extra.update(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-                     n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args))
+        finish_run(out, shard, timings=timings, n_written=log.n_written)
+        if not shard.is_whole:
+            report_shard(out, shard, log, log.n_written)
+            return 0
     rows = read_results(out, KEY_FIELDS)
     if not rows:
-        raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
+        raise StudyError(f"no results in {out} (results*.jsonl)")
     summary = summarize(rows)
     if summary.empty:
         raise StudyError("every item was skipped (prompts longer than the model's context); lower --shots")
@@ -426,14 +440,16 @@ def run_study(args) -> int:
     comparison = compare(rows)
     comparison.to_csv(out / "comparison.csv", index=False, float_format="%.6g")
     generations(rows).to_csv(out / "generations.csv", index=False)
+    figures = []
     if not args.no_figures:
         t0 = time.perf_counter()
-        make_figures(summary, out)
+        figures = make_figures(summary, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(KEY_FIELDS), **extra)
+               n_rows=len(rows), key_fields=list(KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
+               **extra)
     print(report(summary, comparison))
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, generations.csv, meta.json"
           f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")

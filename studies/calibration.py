@@ -35,6 +35,13 @@ from studies._common import load_kwargs
 STUDY = "calibration"
 DEFAULT_TASKS = ("toy_capitals", "mmlu", "triviaqa_mc", "triviaqa_ptrue")
 PTRUE_TASKS = {"triviaqa_ptrue"}
+# Options that decide a row (see studies.benchmarks.ROW_OPTIONS; no generation here). --bins,
+# --binning and --n-boot shape only the summary.
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "dtype", "device",
+               "device_map", "quantization")
+OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
+                 "bins", "binning", "n_boot")
+TABLES = ("summary.csv", "reliability.csv", "temperature.csv")  # written besides results, meta and figures
 
 
 def _items(rows: list[dict], task: str, model: str):
@@ -152,40 +159,47 @@ def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, StudyError, parse_shard, read_results, results_name, run_dir, \
-        seed_everything, write_meta
+    from studies._common import ResultsLog, StudyError, finish_run, open_run, parse_shard, read_results, \
+        report_shard, results_name, row_options, run_dir, run_fingerprint, seed_everything, write_meta
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
-    out = run_dir(STUDY, pair.name, args.out)
+    out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
-    extra: dict = {}
+    items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed)
+    template = args.chat_template == "on"
+    work = bm.make_work(items, [args.shots], [template], bm.template_tokenizer(pair) if template else None, args.seed)
+    fingerprint = run_fingerprint(STUDY, pair, row_options(args, ROW_OPTIONS), args.seed, work)
+    open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
+    extra = dict(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
+                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint)
     if not args.summary_only:
-        items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed)
-        template = args.chat_template == "on"
-        work = bm.make_work(items, [args.shots], [template], bm.template_tokenizer(pair) if template else None, args.seed)
         log = ResultsLog(out / results_name(shard), bm.KEY_FIELDS)
         timings.update(bm.score_pair(pair, work, log, shard, args, STUDY))
-        extra.update(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-                     n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args))
+        finish_run(out, shard, timings=timings, n_written=log.n_written)
+        if not shard.is_whole:
+            report_shard(out, shard, log, log.n_written)
+            return 0
     rows = read_results(out, bm.KEY_FIELDS)
     if not any(not r.get("skipped") for r in rows):
-        raise StudyError(f"no scored results in {out} (results*.jsonl); run without --summary-only, or lower --shots")
+        raise StudyError(f"no scored results in {out} (results*.jsonl): every item was skipped; lower --shots")
     summary, bins, temps = summarize(rows, args.bins, args.binning, args.n_boot)
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
     bins.to_csv(out / "reliability.csv", index=False, float_format="%.6g")
     temps.to_csv(out / "temperature.csv", index=False, float_format="%.6g")
+    figures = []
     if not args.no_figures:
         t0 = time.perf_counter()
-        make_figures(summary, bins, temps, out)
+        figures = make_figures(summary, bins, temps, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(bm.KEY_FIELDS), **extra)
+               n_rows=len(rows), key_fields=list(bm.KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
+               **extra)
     print(report(summary))
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, reliability.csv, temperature.csv, meta.json"
           f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")

@@ -26,14 +26,21 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from studies._common import StudyError, add_model_options, load_kwargs
+from studies._common import StudyError, add_model_options, add_run_options, load_kwargs
 
 STUDY = "patching"
 STYLES = {"zero": "The capital of {subject} is", "qa": "Q: What is the capital of {subject}? A:"}
 HOOKS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
 KEY_FIELDS = ("model", "style", "pair", "hook", "layer", "position")
 MIN_GAP = 1e-3  # pairs whose clean and corrupted logit differences differ less are not normalised
+# Options that decide a row (in the run's fingerprint, studies._common.run_fingerprint): which
+# facts and minimal pairs, prompt styles and hook points, and how the models are loaded. The
+# models enter by identity and --seed on its own; the others choose where and how fast.
+ROW_OPTIONS = ("hooks", "styles", "facts", "split", "limit", "dtype", "device", "device_map", "quantization")
+OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+TABLES = ("summary.csv",)  # written besides results, meta and figures
 
 
 @dataclass(frozen=True)
@@ -176,9 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", choices=("test", "train", "all"), help="which facts (default: test)")
     parser.add_argument("--limit", type=int, default=40, help="minimal pairs per style (default: 40)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shard", help="i/n: run every n-th pair starting at the i-th")
-    parser.add_argument("--out", help=f"output folder (default: runs/{STUDY}/<pair>)")
-    parser.add_argument("--summary-only", action="store_true", help="rebuild summary and figures from results*.jsonl")
+    add_run_options(parser)
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     add_model_options(parser)
@@ -201,12 +206,33 @@ def _facts(args) -> list[tuple[str, str]]:
     return [(f.subject, f.answer) for f in chosen]
 
 
+def _tokenizer_and_layers(pair) -> tuple[object, dict[str, int]]:
+    """The base member's tokenizer (minimal pairs are built from it; the pair shares it) and
+    each member's number of blocks, from the tokenizer and config files alone."""
+    import transformers
+
+    import interp
+
+    layers = {}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(pair.spec.source("base"))
+        for member in interp.registry.MEMBERS:
+            layers[member] = int(transformers.AutoConfig.from_pretrained(pair.spec.source(member)).num_hidden_layers)
+    except (OSError, ValueError, AttributeError):
+        for member in interp.registry.MEMBERS:  # the loader explains what is wrong with the model
+            lm = pair.load(member)
+            tokenizer = tokenizer if member != "base" else lm.tokenizer
+            layers[member] = lm.n_layers
+    return tokenizer, layers
+
+
 def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, parse_shard, pending_chunks, progress, read_results, results_name, \
-        run_dir, seed_everything, write_meta
+    from studies._common import ResultsLog, describe_plan, finish_run, load_members, open_run, parse_shard, \
+        pending, progress, read_results, report_shard, results_name, row_options, run_dir, run_fingerprint, \
+        seed_everything, shard_plan, write_meta
 
     started = time.perf_counter()
     hooks = _choices(args.hooks, HOOKS, "hook")
@@ -217,50 +243,60 @@ def run_study(args) -> int:
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
-    out = run_dir(STUDY, pair.name, args.out)
+    out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
-    pairs: list[MinimalPair] = []
+    tokenizer, n_layers = _tokenizer_and_layers(pair)
+    pairs = [p for style in styles for p in make_pairs(tokenizer, _facts(args), style, args.limit, args.seed)]
+    if not pairs:
+        raise StudyError("no minimal pairs: no two facts have prompts of one token length with different "
+                         "first answer tokens")
+    options = {**row_options(args, ROW_OPTIONS), "hooks": hooks, "styles": styles}
+    fingerprint = run_fingerprint(STUDY, pair, options, args.seed, pairs)
+    open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
     if not args.summary_only:
-        facts = _facts(args)
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
-        for member, lm in pair:
+        chunks = [[p] for p in pairs]  # one minimal pair per chunk: a pair's sweep is a batch of its own
+        plan = shard_plan(len(chunks), shard)
+        if not shard.is_whole:
+            print(describe_plan(plan, len(chunks), shard))
+
+        def key_of(member):  # the last row of a pair: it is complete when that row was written
+            return lambda p: (member, p.style, p.id, hooks[-1], n_layers[member] - 1, len(p.corrupted.ids) - 1)
+
+        todo = {member: pending(chunks, key_of(member), log, owned) for member, owned in plan.items()}
+        for member, lm in load_members(pair, [m for m, left in todo.items() if left]):
             if lm.parallel and "resid_mid" in hooks:
                 raise StudyError(f"the {member} model has parallel attention and FFN (no resid_mid); drop it from --hooks")
-            if not pairs:
-                pairs = [p for style in styles for p in make_pairs(lm.tokenizer, facts, style, args.limit, args.seed)]
-                if not pairs:
-                    raise StudyError("no minimal pairs: no two facts have prompts of one token length with different "
-                                     "first answer tokens")
-
-            def key_of(p: MinimalPair, member=member):
-                return (member, p.style, p.id, hooks[-1], lm.n_layers - 1, len(p.corrupted.ids) - 1)
-
-            work = pending_chunks(pairs, 1, key_of, log, shard)
             t0 = time.perf_counter()
-            for _, (minimal,) in progress(work, desc=f"{STUDY} {member}", total=len(work)):
+            for _, (minimal,) in progress(todo[member], desc=f"{STUDY} {member}", total=len(todo[member])):
                 with torch.no_grad():
                     log.write(analyse_pair(lm, minimal, member, hooks))
             timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
+        finish_run(out, shard, timings=timings, n_written=log.n_written)
+        if not shard.is_whole:
+            report_shard(out, shard, log, log.n_written)
+            return 0
     rows = read_results(out, KEY_FIELDS)
     if not rows:
-        raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
+        raise StudyError(f"no results in {out} (results*.jsonl)")
     summary = summarize(rows)
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    figures = []
     if not args.no_figures:
         from figures.patching_heatmap import plot_patching_heatmap
 
         t0 = time.perf_counter()
         for (style, hook), part in summary.groupby(["style", "hook"], sort=False):
-            plot_patching_heatmap(part, out / f"restored_{style}_{hook}", title=f"{pair.name}: {hook}, {style} prompts")
+            figures += plot_patching_heatmap(part, out / f"restored_{style}_{hook}",
+                                             title=f"{pair.name}: {hook}, {style} prompts")
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     text = report(summary, pair.name)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    options = dict(vars(args))
-    extra = {"pair": asdict(pair.spec), "n_rows": len(rows), "key_fields": list(KEY_FIELDS)}
-    if pairs:
-        extra.update(minimal_pairs=[p.id for p in pairs], load_options=load_kwargs(args),
-                     models={m: pair.spec.source(m) for m in interp.registry.MEMBERS})
-    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, **extra)
+    extra = {"pair": asdict(pair.spec), "n_rows": len(rows), "key_fields": list(KEY_FIELDS),
+             "minimal_pairs": [p.id for p in pairs], "load_options": load_kwargs(args),
+             "models": {m: pair.spec.source(m) for m in interp.registry.MEMBERS}, "fingerprint": fingerprint,
+             "outputs": [*TABLES, *(Path(f).name for f in figures)]}
+    write_meta(out, study=STUDY, options=dict(vars(args)), seed=args.seed, timings=timings, **extra)
     print(text)
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, meta.json{'' if args.no_figures else ', figures'}) "
           f"in {timings['total_s']:.1f} s")

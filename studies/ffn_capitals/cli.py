@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from studies._common import add_model_options, load_kwargs
+from studies._common import add_model_options, add_run_options, load_kwargs
 from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS, analyse_chunk, source_vectors
 from studies.ffn_capitals.items import CONTEXT_ALIASES, CONTEXTS, SPLITS, STYLES, Condition, Item, make_items, \
     read_facts_file, select_facts, toy_facts
@@ -17,6 +17,14 @@ from studies.ffn_capitals.report import report
 from studies.ffn_capitals.summary import summarize
 
 STUDY = "ffn_capitals"
+# Options that decide a row (in the run's fingerprint, studies._common.run_fingerprint): the
+# conditions, facts and items, the o-vector sources, what a row keeps (top-k, propagated
+# ablation), the fixed chunks rows are computed in, and how the models are loaded. The models
+# enter by identity and --seed on its own; the others choose where and how fast a run goes.
+ROW_OPTIONS = ("prompting", "context", "chat_template", "facts", "split", "limit", "source_items", "batch_size",
+               "top_k", "propagate_ablation", "dtype", "device", "device_map", "quantization")
+OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+TABLES = ("summary.csv",)  # written besides results, meta and figures (top_tokens.md: make_figures)
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -85,11 +93,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source-items", type=int, default=8, help="source prompts averaged into the o-vector (1 = single)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("-k", "--top-k", type=int, default=5, help="top tokens kept per layer")
-    p.add_argument("--out", help="output folder (default runs/ffn_capitals/<pair>/)")
+    add_run_options(p)
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds torch/numpy/random; != 0 also redraws demonstrations")
-    p.add_argument("--shard", help="i/n: run chunk shard i of n (results.shard-i-of-n.jsonl)")
-    p.add_argument("--summary-only", action="store_true", help="recompute summary, figures, report from results*.jsonl")
     p.add_argument("--propagate-ablation", action="store_true",
                    help="also zero each block's FFN update and read the output (one more forward of L x batch)")
     p.add_argument("--no-figures", action="store_true")
@@ -127,65 +133,72 @@ def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, parse_shard, pending_chunks, progress, read_results, results_name, \
-        run_dir, seed_everything, write_meta
+    from studies._common import ResultsLog, StudyError, chunked, describe_plan, finish_run, load_members, \
+        open_run, parse_shard, pending, progress, read_results, report_shard, results_name, row_options, run_dir, \
+        run_fingerprint, seed_everything, shard_plan, write_meta
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
-    out = run_dir(STUDY, pair.name, args.out)
+    out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
+    facts = read_facts_file(args.facts) if args.facts else toy_facts()
+    items, sources = select_facts(facts, args.split, args.limit, args.source_items)
+    pool = [f for f in facts if f.split == "train" and " " not in f.answer] or facts
+    conditions = [Condition(s, c, t) for t in args.chat_template for c in args.context for s in args.prompting]
+    template_tok = _template_tokenizer(pair) if any(c.chat_template for c in conditions) else None
+    per_condition = make_items(conditions, items, sources, pool, template_tok, args.seed)
+    fingerprint = run_fingerprint(STUDY, pair, row_options(args, ROW_OPTIONS), args.seed, per_condition)
+    open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
     if not args.summary_only:
-        facts = read_facts_file(args.facts) if args.facts else toy_facts()
-        items, sources = select_facts(facts, args.split, args.limit, args.source_items)
-        pool = [f for f in facts if f.split == "train" and " " not in f.answer] or facts
-        conditions = [Condition(s, c, t) for t in args.chat_template for c in args.context for s in args.prompting]
-        template_tok = _template_tokenizer(pair) if any(c.chat_template for c in conditions) else None
-        per_condition = make_items(conditions, items, sources, pool, template_tok, args.seed)
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
+        # the whole work list: every condition's fixed chunks, condition by condition
+        chunks = [chunk for its, _ in per_condition.values() for chunk in chunked(its, args.batch_size)]
+        plan = shard_plan(len(chunks), shard)
+        if not shard.is_whole:
+            print(describe_plan(plan, len(chunks), shard))
 
-        def todo(member):
-            def key_of(it: Item):
-                return (member, it.condition.style, it.condition.context, it.condition.chat_template, it.fact.id)
-            return [(cond, idx, chunk) for cond, (its, _) in per_condition.items()
-                    for idx, chunk in pending_chunks(its, args.batch_size, key_of, log, shard)]
+        def key_of(member):
+            return lambda it: (member, it.condition.style, it.condition.context, it.condition.chat_template, it.fact.id)
 
-        if any(todo(m) for m in interp.registry.MEMBERS):
-            for member, lm in pair:
-                t0 = time.perf_counter()
-                work = todo(member)
-                vectors = {}
-                for cond, _, chunk in progress(work, desc=f"{STUDY} {member}", total=len(work)):
-                    with torch.no_grad():
-                        if cond not in vectors:
-                            vectors[cond] = source_vectors(lm, per_condition[cond][1])
-                        rows = analyse_chunk(lm, chunk, vectors[cond], member, k=args.top_k,
-                                             propagate=args.propagate_ablation)
-                    log.write(rows)
-                timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
-        models = {m: pair.spec.source(m) for m in interp.registry.MEMBERS}
+        todo = {member: pending(chunks, key_of(member), log, owned) for member, owned in plan.items()}
+        for member, lm in load_members(pair, [m for m, left in todo.items() if left]):
+            t0 = time.perf_counter()
+            vectors = {}
+            for _, chunk in progress(todo[member], desc=f"{STUDY} {member}", total=len(todo[member])):
+                cond = chunk[0].condition
+                with torch.no_grad():
+                    if cond not in vectors:
+                        vectors[cond] = source_vectors(lm, per_condition[cond][1])
+                    rows = analyse_chunk(lm, chunk, vectors[cond], member, k=args.top_k,
+                                         propagate=args.propagate_ablation)
+                log.write(rows)
+            timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
+        finish_run(out, shard, timings=timings, n_written=log.n_written)
+        if not shard.is_whole:
+            report_shard(out, shard, log, log.n_written)
+            return 0
     rows = read_results(out, KEY_FIELDS)
     if not rows:
-        from studies._common import StudyError
-
-        raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
+        raise StudyError(f"no results in {out} (results*.jsonl)")
     summary = summarize(rows)
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    figures = []
     if not args.no_figures:
         t0 = time.perf_counter()
-        make_figures(summary, rows, out)
+        figures = make_figures(summary, rows, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     text = report(rows, pair.name)
     timings["total_s"] = round(time.perf_counter() - started, 2)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     extra = {"pair": asdict(pair.spec), "n_rows": len(rows), "key_fields": list(KEY_FIELDS),
-             "transplant_targets": TRANSPLANT_TARGETS}
-    if not args.summary_only:
-        extra.update(models=models, n_items=len(items), items=[f.id for f in items],
-                     transplant_sources=[f.id for f in sources],
-                     conditions=[c.label for c in conditions], load_options=load_kwargs(args))
+             "transplant_targets": TRANSPLANT_TARGETS, "fingerprint": fingerprint,
+             "models": {m: pair.spec.source(m) for m in interp.registry.MEMBERS}, "n_items": len(items),
+             "items": [f.id for f in items], "transplant_sources": [f.id for f in sources],
+             "conditions": [c.label for c in conditions], "load_options": load_kwargs(args),
+             "outputs": [*TABLES, *(Path(f).name for f in figures)]}
     write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, **extra)
     print(text)
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, meta.json{'' if args.no_figures else ', figures, top_tokens.md'}) "

@@ -132,13 +132,13 @@ def make_work(items: dict[str, list], shots: Sequence[int], templates: Sequence[
 TRUNCATE = ("left", "skip")
 
 
-def _fits_generation(lm, item, new_tokens: int) -> bool:
-    """The whole context and ``new_tokens`` generated tokens (the last one not fed) within the
-    model's positions (generation reads the untruncated context)."""
-    from probes.multiple_choice import item_pairs
+def _generation_prompt(lm, item, new_tokens: int, truncate: str):
+    """The prompt tokens of a free generation: the context, left-truncated (``truncate="left"``,
+    as lm-evaluation-harness's ``generate_until``) so that it and ``new_tokens`` generated
+    tokens (the last one not fed) fit the model; a ``Skipped`` otherwise."""
+    from probes.logprobs import fit_context
 
-    ctx, _ = item_pairs(lm.tokenizer, item)
-    return lm.max_positions is None or len(ctx) + new_tokens - 1 <= lm.max_positions
+    return fit_context(lm.tokenizer(item.context)["input_ids"], new_tokens, lm.max_positions, truncate)
 
 
 def _option_forms(item) -> list[list[str]]:
@@ -161,10 +161,10 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
     rows = []
     scores = dict(enumerate(score_items(lm, [w.item for w in chunk], layers=layers, batch_size=batch_size,
                                         truncate=truncate)))
-    ok = [i for i, s in scores.items() if not isinstance(s, Skipped)]
-    wanted = [i for i in ok if chunk[i].index < generate_n]
-    to_generate = [i for i in wanted if _fits_generation(lm, chunk[i].item, max_new_tokens)]
-    texts = dict(zip(to_generate, generate(lm, [chunk[i].item.context for i in to_generate], max_new_tokens))) \
+    prompts = {i: _generation_prompt(lm, chunk[i].item, max_new_tokens, truncate) for i, s in scores.items()
+               if not isinstance(s, Skipped) and chunk[i].index < generate_n}
+    to_generate = [i for i, fit in prompts.items() if not isinstance(fit, Skipped)]
+    texts = dict(zip(to_generate, generate(lm, [prompts[i][0] for i in to_generate], max_new_tokens))) \
         if to_generate else {}
     for i, w in enumerate(chunk):
         row = {"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
@@ -182,11 +182,11 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
             row["p_true"] = s.p_true()
         if i in texts:
             option = map_to_option(texts[i], _option_forms(w.item))
-            row.update(generation=texts[i], generated_option=option,
+            row.update(generation=texts[i], generated_option=option, generation_truncated=prompts[i][1],
                        generated_correct=None if option is None else option == w.item.label)
-        elif i in wanted:
-            row["generation_skipped"] = f"context + {max_new_tokens} new tokens longer than the model's " \
-                                        f"{lm.max_positions} positions"
+        elif i in prompts:
+            row["generation_skipped"] = f"context + {max_new_tokens} new tokens: {prompts[i].reason} " \
+                                        f"(--truncate {truncate})"
         rows.append(row)
     return rows
 
@@ -250,8 +250,21 @@ def summarize(rows: list[dict], n_boot: int = 1000):
                 rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
             out.append(rec)
     summary = pd.DataFrame(out, columns=["model", *CONDITION, "layer", *_accounting.COLUMNS, *METRICS])
-    summary.attrs["notes"] = _accounting.notes(counts, _label)
+    summary.attrs["notes"] = _accounting.notes(counts, _label) + _generation_notes(rows)
     return summary
+
+
+def _generation_notes(rows: list[dict]) -> list[str]:
+    """Conditions whose free generations (first ``--generate`` items) did not all run."""
+    lost: dict[tuple, list[str]] = {}
+    for r in rows:
+        if r.get("generation_skipped"):
+            lost.setdefault((r["task"], r["shots"], r["chat_template"], r["model"]), []).append(r["generation_skipped"])
+    merged: dict[tuple, list[str]] = {}
+    for (*condition, model), reasons in lost.items():
+        merged.setdefault((tuple(condition), len(reasons), reasons[0]), []).append(model)
+    return [f"{_label(condition)} ({', '.join(models)}): {n} free generation(s) not run: {reason}"
+            for (condition, n, reason), models in merged.items()]
 
 
 def _label(condition: tuple) -> str:

@@ -57,9 +57,17 @@ def _items(rows: list[dict], task: str, model: str) -> list[dict]:
             if not r.get("skipped") and r["n_options"] != first else r for r in its]
 
 
-def at_bound(temperature: float, bounds: tuple[float, float] = TEMPERATURE_BOUNDS, tol: float = AT_BOUND) -> bool:
-    """Whether a fitted temperature sits at a bound of its search (the optimum lies beyond)."""
-    return any(abs(temperature - b) <= tol * b for b in bounds)
+def at_bound(temperature: float, logits, labels, bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+             tol: float = AT_BOUND) -> bool:
+    """Whether a fitted temperature is no interior optimum: it sits at a bound of its search,
+    or the NLL at a bound is as low (an NLL flat to rounding there, as for separable options,
+    stops the search anywhere in the flat part). Either way the optimum lies beyond the bound."""
+    from probes.calibration import nll
+
+    if any(abs(temperature - b) <= tol * b for b in bounds):
+        return True
+    best = nll(logits, labels, temperature)
+    return any(nll(logits, labels, b) <= best + 1e-12 for b in bounds)
 
 
 def confidences(rows: list[dict], layer_index: int, ptrue: bool):
@@ -122,7 +130,7 @@ def summarize(rows: list[dict], n_bins: int = 10, strategy: str = "uniform", n_b
                 rec = {**head, "layer": str(layer), **metrics(logits, labels, conf, correct, ptrue, n_bins, strategy, n_boot)}
                 if layer == "final" and not ptrue:
                     rec["temperature"] = cal.fit_temperature(logits, labels, bounds=TEMPERATURE_BOUNDS)
-                    rec["temperature_at_bound"] = at_bound(rec["temperature"])
+                    rec["temperature_at_bound"] = at_bound(rec["temperature"], logits, labels)
                     temps += cal.temperature_sweep(logits, labels, n_bins=n_bins, strategy=strategy).to_records(
                         model=model, task=task)
                 if layer == "final":
@@ -169,11 +177,12 @@ def report(summary) -> str:
             continue
         temp = f", T* {r.temperature:.2f}" if "temperature" in final and r.temperature == r.temperature else ""
         if temp and r.temperature_at_bound:
-            temp += " (at the search bound)"
+            temp += " (no optimum inside the search bounds)"
             why = ("the NLL keeps falling as T grows: uniform confidence beats the model's"
                    if r.temperature > 1 else "the NLL keeps falling as T shrinks (e.g. separable options)")
             warnings.append(f"warning: {r.task} {r.model}: the fitted temperature {r.temperature:.2f} is at a bound of "
-                            f"the search ({TEMPERATURE_BOUNDS[0]:g} to {TEMPERATURE_BOUNDS[1]:g}), not an optimum: {why}")
+                            f"the search ({TEMPERATURE_BOUNDS[0]:g} to {TEMPERATURE_BOUNDS[1]:g}) or as good as it, "
+                            f"not an optimum: {why}")
         lines.append(f"  {r.task:14s} {r.model:5s} n={r.n_scored:4d}/{r.n_items}: ECE {r.ece:.3f} "
                      f"[{r.ece_low:.3f}, {r.ece_high:.3f}], Brier {r.brier:.3f}, acc {r.accuracy:.2f}{temp}")
     lines += warnings + [f"note: {line}" for line in summary.attrs.get("notes", [])]

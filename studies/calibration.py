@@ -139,7 +139,9 @@ def summarize(rows: list[dict], n_bins: int = 10, strategy: str = "uniform", n_b
                 summary.append(rec)
     notes = _accounting.notes(counts, lambda key: key[0])
     if not any(c["n_scored"] for c in counts.values()):
-        raise StudyError("no item was scored: " + "; ".join(notes))
+        hint = "; --truncate left scores long items" if any("--truncate skip" in c["skip_reason"]
+                                                             for c in counts.values()) else ""
+        raise StudyError("no item was scored: " + "; ".join(notes) + hint)
     table = pd.DataFrame(summary)
     table = table[[c for c in ("model", "task", "layer", "kind", *_accounting.COLUMNS) if c in table]
                   + [c for c in table if c not in ("model", "task", "layer", "kind", *_accounting.COLUMNS)]]

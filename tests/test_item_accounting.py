@@ -169,3 +169,11 @@ def test_every_fixture_item_fits_the_toy_pair_at_the_default_options(study):
             except interp.InterpError:
                 too_long.append(w.item.id)
         assert not too_long, f"{member}: fixture items longer than the toy pair's context: {too_long}"
+
+
+def test_calibration_with_nothing_scored_is_an_error():
+    rows = [mc_row(f"i{i}", [0.0, 0.0], 0, skipped="longer than the model's 8 positions (--truncate skip)")
+            for i in range(2)]
+    with pytest.raises(StudyError, match=r"no item was scored: t \(base\): 2 of 2 items skipped, nothing scored: "
+                                         r"longer .* --truncate left scores long items"):
+        calibration.summarize(rows, n_boot=10)

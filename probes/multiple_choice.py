@@ -16,7 +16,15 @@ tokenisation, :func:`probes.logprobs.encode_pair`). Metrics, as lm-evaluation-ha
 
 Ties go to the first option (``argmax``). ``method="kv"`` (default) runs each context once
 and continues every option from its KV cache (:mod:`probes.shared_context`); ``"naive"``
-runs every ``context + option`` on its own. Both give the same numbers.
+runs every ``context + option`` on its own. Both give the same numbers. As in
+lm-evaluation-harness, an option's last token is predicted but not fed.
+
+Items longer than the model (``len(context) + len(longest option) - 1 > lm.max_positions``,
+lm-evaluation-harness's rule): ``truncate="left"`` cuts the context's first tokens until the
+longest option fits (one shared context for all options, so they stay comparable;
+lm-evaluation-harness cuts each option's input on its own, which differs only when options
+have different lengths), ``"skip"`` puts a :class:`probes.logprobs.Skipped` in the item's place,
+``"error"`` (default) raises ``PromptError``. ``MCScore.n_truncated`` counts the tokens cut.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import numpy as np
 from jaxtyping import Bool, Float, Int
 
 from interp.errors import PromptError
-from probes.logprobs import encode_pair, naive_pair_logprobs
+from probes.logprobs import Skipped, Truncate, encode_pair, fit_context, naive_pair_logprobs
 from probes.readouts import Layer, LayerSpec, resolve_layers
 from probes.shared_context import shared_context_logprobs
 
@@ -58,6 +66,7 @@ class MCScore:
         greedy: ``[readout, option]`` whether every token of the option is the argmax.
         n_tokens: ``[option]`` tokens per option.
         n_chars: ``[option]`` :func:`option_length` of each option.
+        n_truncated: context tokens cut from the left to fit the model (``truncate="left"``).
     """
 
     item_id: str
@@ -68,6 +77,7 @@ class MCScore:
     greedy: Bool[np.ndarray, "readout option"]
     n_tokens: Int[np.ndarray, " option"]
     n_chars: Int[np.ndarray, " option"]
+    n_truncated: int = 0
 
     def row(self, layer: Layer = None) -> int:
         try:
@@ -111,10 +121,22 @@ def item_pairs(tokenizer, item) -> tuple[list[int], list[list[int]]]:
     return ctx, [cont for _, cont in encoded]
 
 
+def fit_item(lm, item, truncate: Truncate = "error") -> tuple[list[int], list[list[int]], int] | Skipped:
+    """``(context tokens fed, each option's tokens, context tokens cut)`` of an item under
+    ``truncate`` (see the module doc), or a :class:`Skipped` naming the item and why."""
+    ctx, opts = item_pairs(lm.tokenizer, item)
+    fit = fit_context(ctx, max(len(o) for o in opts), lm.max_positions, truncate, f"item {item.id!r}")
+    if isinstance(fit, Skipped):
+        return Skipped(fit.reason, item.id)
+    return fit[0], opts, fit[1]
+
+
 def score_items(
-    lm, items: Sequence, layers: LayerSpec = None, method: str = "kv", batch_size: int = 4
-) -> list[MCScore]:
-    """Score every option of every item under the readouts ``layers``.
+    lm, items: Sequence, layers: LayerSpec = None, method: str = "kv", batch_size: int = 4,
+    truncate: Truncate = "error",
+) -> list[MCScore | Skipped]:
+    """Score every option of every item under the readouts ``layers``; one entry per item,
+    a :class:`probes.logprobs.Skipped` for an item not scored (``truncate``, module doc).
 
     ``batch_size`` is items per forward (``"kv"``: contexts; ``"naive"``: items, i.e.
     ``batch_size x n_options`` sequences).
@@ -124,11 +146,17 @@ def score_items(
     if lm.tokenizer is None:
         raise PromptError("score_items needs the model's tokenizer (LM.from_hf(model, tokenizer))")
     readouts = resolve_layers(lm, layers)
-    groups = [item_pairs(lm.tokenizer, item) for item in items]
-    if lm.max_positions is not None:
-        for item, (ctx, opts) in zip(items, groups):
-            if len(ctx) + max(len(o) for o in opts) > lm.max_positions:
-                raise PromptError(f"item {item.id!r}: context + option exceed the model's {lm.max_positions} positions")
+    fits = [fit_item(lm, item, truncate) for item in items]
+    kept = [i for i, f in enumerate(fits) if not isinstance(f, Skipped)]
+    scores = dict(zip(kept, _score_fitted(lm, [items[i] for i in kept], [fits[i] for i in kept], readouts,
+                                          method, batch_size)))
+    return [scores.get(i, fit) for i, fit in enumerate(fits)]
+
+
+def _score_fitted(lm, items: Sequence, fits: list, readouts: list[Layer], method: str, batch_size: int) -> list[MCScore]:
+    if not items:
+        return []
+    groups = [(ctx, opts) for ctx, opts, _ in fits]
     if method == "kv":
         scored = shared_context_logprobs(lm, groups, readouts, batch_size)
     else:
@@ -136,7 +164,7 @@ def score_items(
         flat = iter(naive_pair_logprobs(lm, flat_pairs, readouts, batch_size * max(len(o) for _, o in groups)))
         scored = [[next(flat) for _ in opts] for _, opts in groups]
     out = []
-    for item, (_, opts), per_option in zip(items, groups, scored):
+    for item, (_, opts, n_cut), per_option in zip(items, fits, scored):
         token_lp = [lp.numpy().astype(np.float64) for lp, _ in per_option]
         out.append(MCScore(
             item_id=item.id,
@@ -147,5 +175,6 @@ def score_items(
             greedy=np.stack([g.all(-1).numpy() for _, g in per_option], axis=1),
             n_tokens=np.array([len(o) for o in opts]),
             n_chars=np.array([option_length(o) for o in item.options]),
+            n_truncated=n_cut,
         ))
     return out

@@ -7,9 +7,12 @@ For a batch of groups (one context, several continuations each):
    last context position, whose logits predict every option's first token;
 2. the KV cache is expanded to one row per option (``Cache.reorder_cache`` with the owning
    context's index);
-3. all options run in one forward continuing from that cache: right-padded, attention mask
-   = the context's mask then the option mask, position ids continuing from each context's
-   length. Position ``t`` of an option predicts its token ``t + 1``.
+3. all options but their last token run in one forward continuing from that cache
+   (lm-evaluation-harness feeds ``context + option[:-1]``: the last token is predicted, never
+   read, so it needs no position): right-padded, attention mask = the context's mask then
+   the option mask, position ids continuing from each context's length. Position ``t`` of
+   an option predicts its token ``t + 1``. When every option is one token long, step 1
+   alone predicts them and this forward is not run.
 
 The numbers equal those of running each ``context + option`` on its own
 (:func:`probes.logprobs.naive_pair_logprobs`) up to float rounding.
@@ -52,23 +55,35 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
     options = [opt for _, opts in groups for opt in opts]
     owner = torch.tensor([g for g, (_, opts) in enumerate(groups) for _ in opts], device=device)
     longest = max(len(o) for o in options)
-    opt_ids = torch.full((len(options), longest), lm._pad_id(), dtype=torch.long, device=device)
+    targets = torch.full((len(options), longest), lm._pad_id(), dtype=torch.long, device=device)
+    for i, opt in enumerate(options):
+        targets[i, :len(opt)] = torch.tensor(opt, device=device)
+    if longest == 1:  # the context's last position predicts every option: nothing to feed
+        return _read(lm, layers, first_logits[owner, None], {l: r[owner, None] for l, r in first_resid.items()},
+                     targets, options)
+    # Fed: each option without its last token (right-padded, masked).
+    opt_ids = targets[:, :-1]
     opt_mask = torch.zeros_like(opt_ids)
     for i, opt in enumerate(options):
-        opt_ids[i, :len(opt)] = torch.tensor(opt, device=device)
-        opt_mask[i, :len(opt)] = 1
+        opt_mask[i, :len(opt) - 1] = 1
+    fed = longest - 1
     cache = out.past_key_values
     cache.reorder_cache(owner)
     session = _session(lm, blocks, ctx_len[owner], None)
     with session.attached():
         out = lm.model(input_ids=opt_ids, attention_mask=torch.cat([ctx_mask[owner], opt_mask], 1),
-                       position_ids=ctx_len[owner, None] + torch.arange(longest, device=device),
+                       position_ids=ctx_len[owner, None] + torch.arange(fed, device=device),
                        past_key_values=cache, use_cache=True)
     # Predictors of option tokens: the context's last position, then the option's own positions.
-    logits = torch.cat([first_logits[owner, None], out.logits[:, :-1]], 1)
-    resids = {l: torch.cat([first_resid[l][owner, None], session.cache[f"blocks.{l}.hook_resid_post"][:, :-1]], 1)
+    logits = torch.cat([first_logits[owner, None], out.logits], 1)
+    resids = {l: torch.cat([first_resid[l][owner, None], session.cache[f"blocks.{l}.hook_resid_post"]], 1)
               for l in blocks}
-    values, greedy = layer_logprobs(lm, layers, logits, resids, opt_ids)
+    return _read(lm, layers, logits, resids, targets, options)
+
+
+def _read(lm, layers, logits, resids, targets, options):
+    """Per option ``(token log-probs, greedy)`` from the predictors of its tokens."""
+    values, greedy = layer_logprobs(lm, layers, logits, resids, targets)
     return [(values[:, i, :len(o)].cpu(), greedy[:, i, :len(o)].cpu()) for i, o in enumerate(options)]
 
 

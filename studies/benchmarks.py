@@ -13,6 +13,15 @@ one context forward + one forward for all options from its KV cache), at the out
 each condition are also answered by free greedy generation, mapped back to an option by
 string matching (``generations.csv``, for reading).
 
+Long items (``--truncate``, as lm-evaluation-harness): an item fits when its context and
+longest option, minus the option's last token (predicted, never fed), fit the model's
+positions. ``--truncate left`` (default, the harness's behaviour) cuts the context's first
+tokens until it fits (row field ``truncated``: tokens cut); ``--truncate skip`` skips the item
+(row field ``skipped``: the reason). ``summary.csv`` counts, per model and condition,
+``n_items``, ``n_scored``, ``n_skipped`` (with ``skip_reason``) and ``n_truncated``, and the
+console names every task that lost or cut items; a condition with nothing scored keeps its
+row (empty metrics). The shipped fixtures fit the toy pair at the default options.
+
 Data: ``--data task=PATH`` per task; without it the small fixtures shipped in
 ``tasks/fixtures`` are used (a handful of hand-written items each: a smoke test, not the
 benchmark). ``toy_capitals`` is the toy world's capital questions (the toy pair's own task).
@@ -43,7 +52,7 @@ DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "s
 # and how the models are loaded (dtype, device and quantization change the numbers). The
 # models (--pair/--base/--chat) enter by identity and --seed on its own. The others choose
 # where and how fast a run goes, or shape only the summary.
-ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "generate",
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "truncate", "generate",
                "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
 TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides results, meta and figures
@@ -129,13 +138,16 @@ def make_work(items: dict[str, list], shots: Sequence[int], templates: Sequence[
 
 
 # -- scoring -----------------------------------------------------------------------------------------
-def _fits(lm, item, new_tokens: int = 0) -> bool:
-    """Context + longest option (or + ``new_tokens`` generated) within the model's positions."""
-    from probes.multiple_choice import item_pairs
+TRUNCATE = ("left", "skip")
 
-    ctx, opts = item_pairs(lm.tokenizer, item)
-    extra = max(new_tokens, max(len(o) for o in opts))
-    return lm.max_positions is None or len(ctx) + extra <= lm.max_positions
+
+def _generation_prompt(lm, item, new_tokens: int, truncate: str):
+    """The prompt tokens of a free generation: the context, left-truncated (``truncate="left"``,
+    as lm-evaluation-harness's ``generate_until``) so that it and ``new_tokens`` generated
+    tokens (the last one not fed) fit the model; a ``Skipped`` otherwise."""
+    from probes.logprobs import fit_context
+
+    return fit_context(lm.tokenizer(item.context)["input_ids"], new_tokens, lm.max_positions, truncate)
 
 
 def _option_forms(item) -> list[list[str]]:
@@ -146,26 +158,32 @@ def _option_forms(item) -> list[list[str]]:
 
 
 def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0, max_new_tokens: int = 16,
-                batch_size: int = 4) -> list[dict]:
-    """Result rows of one chunk: option log-likelihoods at every readout (+ generations)."""
+                batch_size: int = 4, truncate: str = "left") -> list[dict]:
+    """Result rows of one chunk: option log-likelihoods at every readout (+ generations).
+    Items longer than the model: ``truncate`` (``left`` or ``skip``, module doc)."""
     from probes.generation import generate, map_to_option
+    from probes.logprobs import Skipped
     from probes.multiple_choice import score_items
 
+    if truncate not in TRUNCATE:
+        raise ValueError(f"unknown truncate {truncate!r}; valid: {', '.join(TRUNCATE)}")
     rows = []
-    ok = [i for i, w in enumerate(chunk) if _fits(lm, w.item)]
-    scores = dict(zip(ok, score_items(lm, [chunk[i].item for i in ok], layers=layers, batch_size=batch_size)))
-    to_generate = [i for i in ok if chunk[i].index < generate_n and _fits(lm, chunk[i].item, max_new_tokens)]
-    texts = dict(zip(to_generate, generate(lm, [chunk[i].item.context for i in to_generate], max_new_tokens))) \
+    scores = dict(enumerate(score_items(lm, [w.item for w in chunk], layers=layers, batch_size=batch_size,
+                                        truncate=truncate)))
+    prompts = {i: _generation_prompt(lm, chunk[i].item, max_new_tokens, truncate) for i, s in scores.items()
+               if not isinstance(s, Skipped) and chunk[i].index < generate_n}
+    to_generate = [i for i, fit in prompts.items() if not isinstance(fit, Skipped)]
+    texts = dict(zip(to_generate, generate(lm, [prompts[i][0] for i in to_generate], max_new_tokens))) \
         if to_generate else {}
     for i, w in enumerate(chunk):
         row = {"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
                "item": w.item.id, "label": w.item.label, "n_options": len(w.item.options),
                "category": w.item.category}
-        if i not in scores:
-            rows.append({**row, "skipped": f"longer than the model's {lm.max_positions} positions"})
-            continue
         s = scores[i]
-        row.update(skipped=None, layers=[("final" if l is None else l) for l in s.layers],
+        if isinstance(s, Skipped):
+            rows.append({**row, "skipped": f"{s.reason} (--truncate {truncate})", "truncated": 0})
+            continue
+        row.update(skipped=None, truncated=s.n_truncated, layers=[("final" if l is None else l) for l in s.layers],
                    logprobs=s.logprobs.round(6), n_tokens=s.n_tokens, n_chars=s.n_chars,
                    pred=s.pred(), pred_norm=s.pred_norm(), acc=s.acc(), acc_norm=s.acc_norm(),
                    prob_label=float(s.probs()[s.label]))
@@ -173,8 +191,11 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
             row["p_true"] = s.p_true()
         if i in texts:
             option = map_to_option(texts[i], _option_forms(w.item))
-            row.update(generation=texts[i], generated_option=option,
+            row.update(generation=texts[i], generated_option=option, generation_truncated=prompts[i][1],
                        generated_correct=None if option is None else option == w.item.label)
+        elif i in prompts:
+            row["generation_skipped"] = f"context + {max_new_tokens} new tokens: {prompts[i].reason} " \
+                                        f"(--truncate {truncate})"
         rows.append(row)
     return rows
 
@@ -203,26 +224,62 @@ def layer_table(rows: list[dict]):
     return pd.DataFrame(out)
 
 
+METRICS = ("chance", "prob_label", "acc", "acc_low", "acc_high", "acc_norm", "acc_norm_low", "acc_norm_high")
+
+
 def summarize(rows: list[dict], n_boot: int = 1000):
-    """Per model x condition x readout: n, acc and acc_norm with 95% bootstrap intervals."""
+    """Per model x condition x readout: acc and acc_norm with 95% bootstrap intervals, and the
+    item accounting (:data:`studies._accounting.COLUMNS`) of the model x condition. A condition
+    with nothing scored keeps one ``final`` row with empty metrics. Raises StudyError when no
+    item of any condition was scored."""
     import numpy as np
     import pandas as pd
 
     from probes.calibration import bootstrap_ci
+    from studies import _accounting
+    from studies._common import StudyError
 
+    counts = _accounting.by_group(rows, ["model", *CONDITION])
+    if not any(c["n_scored"] for c in counts.values()):
+        hint = "; --truncate left scores long items" if any("--truncate skip" in c["skip_reason"]
+                                                             for c in counts.values()) else ""
+        raise StudyError("no item was scored: " + "; ".join(_accounting.notes(counts, _label)) + hint)
     table = layer_table(rows)
+    scored = {key: g for key, g in table.groupby(["model", *CONDITION], sort=False)}
     out = []
-    for key, g in table.groupby(["model", *CONDITION, "layer"], sort=False):
-        rec = dict(zip(["model", *CONDITION, "layer"], key))
-        rec.update(n=len(g), chance=float(g["chance"].mean()), prob_label=float(g["prob_label"].mean()))
-        for metric in ("acc", "acc_norm"):
-            ci = bootstrap_ci(np.mean, g[metric].to_numpy(float), n_boot=n_boot)
-            rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
-        out.append(rec)
-    skipped = sum(1 for r in rows if r.get("skipped"))
-    summary = pd.DataFrame(out)
-    summary.attrs["skipped"] = skipped
+    for key, c in counts.items():
+        if key not in scored:
+            out.append({**dict(zip(["model", *CONDITION], key)), "layer": "final", **c})
+            continue
+        for layer, g in scored[key].groupby("layer", sort=False):
+            rec = {**dict(zip(["model", *CONDITION], key)), "layer": layer, **c,
+                   "chance": float(g["chance"].mean()), "prob_label": float(g["prob_label"].mean())}
+            for metric in ("acc", "acc_norm"):
+                ci = bootstrap_ci(np.mean, g[metric].to_numpy(float), n_boot=n_boot)
+                rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
+            out.append(rec)
+    summary = pd.DataFrame(out, columns=["model", *CONDITION, "layer", *_accounting.COLUMNS, *METRICS])
+    summary.attrs["notes"] = _accounting.notes(counts, _label) + _generation_notes(rows)
     return summary
+
+
+def _generation_notes(rows: list[dict]) -> list[str]:
+    """Conditions whose free generations (first ``--generate`` items) did not all run."""
+    lost: dict[tuple, list[str]] = {}
+    for r in rows:
+        if r.get("generation_skipped"):
+            lost.setdefault((r["task"], r["shots"], r["chat_template"], r["model"]), []).append(r["generation_skipped"])
+    merged: dict[tuple, list[str]] = {}
+    for (*condition, model), reasons in lost.items():
+        merged.setdefault((tuple(condition), len(reasons), reasons[0]), []).append(model)
+    return [f"{_label(condition)} ({', '.join(models)}): {n} free generation(s) not run: {reason}"
+            for (condition, n, reason), models in merged.items()]
+
+
+def _label(condition: tuple) -> str:
+    """``boolq 0-shot raw`` for the condition ``(task, shots, chat_template)``."""
+    task, shots, tmpl = condition
+    return f"{task} {shots}-shot {'chat' if tmpl else 'raw'}"
 
 
 def compare(rows: list[dict]):
@@ -265,6 +322,7 @@ def make_figures(summary, out: Path) -> list[Path]:
     from figures.task_bars import plot_task_bars
 
     paths = []
+    summary = summary[summary["n_scored"] > 0]  # conditions with nothing scored have no bars
     for (shots, tmpl), g in summary.groupby(["shots", "chat_template"]):
         final = g[g["layer"] == "final"].rename(columns={"acc": "accuracy", "acc_low": "ci_low", "acc_high": "ci_high"})
         paths += plot_task_bars(final, out / f"accuracy_{_tag(shots, tmpl)}",
@@ -281,16 +339,17 @@ def report(summary, comparison) -> str:
     final = summary[summary["layer"] == "final"]
     lines = ["accuracy (final readout; acc_norm in brackets):"]
     for key, g in final.groupby(CONDITION, sort=False):
-        cells = ", ".join(f"{r.model} {r.acc:.2f} [{r.acc_norm:.2f}]" for r in g.itertuples())
-        lines.append(f"  {key[0]:14s} {key[1]}-shot {'chat' if key[2] else 'raw '} n={int(g['n'].iloc[0]):4d}: {cells}")
+        cells = ", ".join(f"{r.model} {r.acc:.2f} [{r.acc_norm:.2f}]" if r.n_scored else f"{r.model} -"
+                          for r in g.itertuples())
+        lines.append(f"  {key[0]:14s} {key[1]}-shot {'chat' if key[2] else 'raw '} n={int(g['n_scored'].max()):4d}"
+                     f"/{int(g['n_items'].max())}: {cells}")
     if len(comparison):
         acc = comparison[comparison["metric"] == "acc"]
         lines.append("chat - base accuracy (paired bootstrap 95% CI; McNemar p):")
         for r in acc.itertuples():
             lines.append(f"  {r.task:14s} {r.shots}-shot {'chat' if r.chat_template else 'raw '}: {r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]; "
                          f"p = {r.mcnemar_p:.3g}")
-    if summary.attrs.get("skipped"):
-        lines.append(f"note: {summary.attrs['skipped']} rows skipped (prompt longer than the model's context)")
+    lines += [f"note: {line}" for line in summary.attrs.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -329,6 +388,9 @@ def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) ->
     p.add_argument("--data", action="append", metavar="TASK=PATH", help="a task's data file (repeatable); default: fixtures")
     p.add_argument("--limit", type=int, help="at most N items per task")
     p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (logit lens)")
+    p.add_argument("--truncate", choices=TRUNCATE, default="left",
+                   help="items longer than the model's positions: left-truncate the context (default, as "
+                        "lm-evaluation-harness) or skip them; counted in summary.csv either way")
     p.add_argument("--batch-size", type=int, default=8, help="items per chunk written to results.jsonl")
     add_run_options(p)
     add_model_options(p)
@@ -397,7 +459,8 @@ def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: 
         t0 = time.perf_counter()
         for _, chunk in progress(todo[member], desc=f"{desc} {member}", total=len(todo[member])):
             with torch.no_grad():
-                log.write(score_chunk(lm, member, chunk, layers, generate_n, getattr(args, "max_new_tokens", 16)))
+                log.write(score_chunk(lm, member, chunk, layers, generate_n, getattr(args, "max_new_tokens", 16),
+                                      truncate=args.truncate))
         timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
     return timings
 

@@ -13,8 +13,17 @@ renormalised over the two options, and the outcome whether the proposed answer i
 
 Per model x task x readout: ECE (with a bootstrap interval), MCE, RMS calibration error,
 Brier score, NLL and accuracy; a temperature sweep and the NLL-optimal temperature (output
-readout of multiple-choice tasks). Figures: reliability diagrams base vs chat side by side,
+readout of multiple-choice tasks), searched within ``TEMPERATURE_BOUNDS`` (0.01 to 100): a fit
+at a bound (``temperature_at_bound`` in ``summary.csv``, and a console warning) means the
+optimum lies beyond it, e.g. a model whose confident choices are mostly wrong is best at
+uniform confidence (T -> infinity). Figures: reliability diagrams base vs chat side by side,
 ECE by layer, ECE against temperature.
+
+Long items: ``--truncate left`` (default, as lm-evaluation-harness) or ``skip``, as in
+:mod:`studies.benchmarks`. ``summary.csv`` counts, per model and task, ``n_items``,
+``n_scored``, ``n_skipped`` (with ``skip_reason``; items whose option count differs from the
+task's first item are skipped too) and ``n_truncated``; the console names every task that lost
+or cut items, and a task with nothing scored keeps a ``final`` row with empty metrics.
 
 Outputs (``runs/calibration/<pair>/`` or ``--out``): ``results.jsonl`` (resumable),
 ``summary.csv``, ``reliability.csv``, ``temperature.csv``, ``meta.json``, figures (PNG + PDF).
@@ -37,15 +46,35 @@ DEFAULT_TASKS = ("toy_capitals", "mmlu", "triviaqa_mc", "triviaqa_ptrue")
 PTRUE_TASKS = {"triviaqa_ptrue"}
 # Options that decide a row (see studies.benchmarks.ROW_OPTIONS; no generation here). --bins,
 # --binning and --n-boot shape only the summary.
-ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "dtype", "device",
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "truncate", "dtype", "device",
                "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "bins", "binning", "n_boot")
 TABLES = ("summary.csv", "reliability.csv", "temperature.csv")  # written besides results, meta and figures
+TEMPERATURE_BOUNDS = (1e-2, 1e2)  # the search range of the NLL-optimal temperature
+AT_BOUND = 1e-3  # a fitted temperature within this relative distance of a bound is "at" it
 
 
-def _items(rows: list[dict], task: str, model: str):
-    return [r for r in rows if r["task"] == task and r["model"] == model and not r.get("skipped")]
+def _items(rows: list[dict], task: str, model: str) -> list[dict]:
+    """The task's rows of one model; rows with another option count than the first scored
+    item's become skipped (ECE and NLL pool items of one option count)."""
+    its = [r for r in rows if r["task"] == task and r["model"] == model]
+    first = next((r["n_options"] for r in its if not r.get("skipped")), None)
+    return [{**r, "skipped": f"{r['n_options']} options, not the task's {first}"}
+            if not r.get("skipped") and r["n_options"] != first else r for r in its]
+
+
+def at_bound(temperature: float, logits, labels, bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+             tol: float = AT_BOUND) -> bool:
+    """Whether a fitted temperature is no interior optimum: it sits at a bound of its search,
+    or the NLL at a bound is as low (an NLL flat to rounding there, as for separable options,
+    stops the search anywhere in the flat part). Either way the optimum lies beyond the bound."""
+    from probes.calibration import nll
+
+    if any(abs(temperature - b) <= tol * b for b in bounds):
+        return True
+    best = nll(logits, labels, temperature)
+    return any(nll(logits, labels, b) <= best + 1e-12 for b in bounds)
 
 
 def confidences(rows: list[dict], layer_index: int, ptrue: bool):
@@ -70,7 +99,7 @@ def metrics(logits, labels, conf, correct, ptrue: bool, n_bins: int, strategy: s
 
     bins = min(n_bins, len(conf)) if strategy == "quantile" else n_bins
     ci = cal.bootstrap_ci(cal.ece, conf, correct, n_boot=n_boot, n_bins=bins, strategy=strategy)
-    out = {"n": len(conf), "accuracy": float(np.mean(correct)), "mean_confidence": float(np.mean(conf)),
+    out = {"accuracy": float(np.mean(correct)), "mean_confidence": float(np.mean(conf)),
            "ece": ci.estimate, "ece_low": ci.low, "ece_high": ci.high,
            "mce": cal.mce(conf, correct, bins, strategy), "rms": cal.rms_calibration_error(conf, correct, bins, strategy)}
     if ptrue:
@@ -86,28 +115,45 @@ def summarize(rows: list[dict], n_bins: int = 10, strategy: str = "uniform", n_b
 
     from probes import calibration as cal
 
+    from studies import _accounting
+    from studies._common import StudyError
+
     summary, bins, temps = [], [], []
+    counts = {}
     for task in dict.fromkeys(r["task"] for r in rows):
         ptrue = task in PTRUE_TASKS
         for model in dict.fromkeys(r["model"] for r in rows):
-            its = _items(rows, task, model)
-            if not its:
+            group = _items(rows, task, model)
+            if not group:
                 continue
-            if len({r["n_options"] for r in its}) > 1:
-                its = [r for r in its if r["n_options"] == its[0]["n_options"]]  # one option count per task
+            counts[(model, task)] = c = _accounting.count(group)
+            head = {"model": model, "task": task, "kind": "p_true" if ptrue else "mc", **c}
+            its = [r for r in group if not r.get("skipped")]
+            if not its:
+                summary.append({**head, "layer": "final"})
+                continue
             for index, layer in enumerate(its[0]["layers"]):
                 logits, labels, conf, correct = confidences(its, index, ptrue)
-                rec = {"model": model, "task": task, "layer": str(layer), "kind": "p_true" if ptrue else "mc",
-                       **metrics(logits, labels, conf, correct, ptrue, n_bins, strategy, n_boot)}
+                rec = {**head, "layer": str(layer), **metrics(logits, labels, conf, correct, ptrue, n_bins, strategy, n_boot)}
                 if layer == "final" and not ptrue:
-                    rec["temperature"] = cal.fit_temperature(logits, labels)
+                    rec["temperature"] = cal.fit_temperature(logits, labels, bounds=TEMPERATURE_BOUNDS)
+                    rec["temperature_at_bound"] = at_bound(rec["temperature"], logits, labels)
                     temps += cal.temperature_sweep(logits, labels, n_bins=n_bins, strategy=strategy).to_records(
                         model=model, task=task)
                 if layer == "final":
                     b = min(n_bins, len(conf)) if strategy == "quantile" else n_bins
                     bins += cal.reliability_diagram(conf, correct, b, strategy).to_records(model=model, task=task)
                 summary.append(rec)
-    return pd.DataFrame(summary), pd.DataFrame(bins), pd.DataFrame(temps)
+    notes = _accounting.notes(counts, lambda key: key[0])
+    if not any(c["n_scored"] for c in counts.values()):
+        hint = "; --truncate left scores long items" if any("--truncate skip" in c["skip_reason"]
+                                                             for c in counts.values()) else ""
+        raise StudyError("no item was scored: " + "; ".join(notes) + hint)
+    table = pd.DataFrame(summary)
+    table = table[[c for c in ("model", "task", "layer", "kind", *_accounting.COLUMNS) if c in table]
+                  + [c for c in table if c not in ("model", "task", "layer", "kind", *_accounting.COLUMNS)]]
+    table.attrs["notes"] = notes
+    return table, pd.DataFrame(bins), pd.DataFrame(temps)
 
 
 def make_figures(summary, bins, temps, out: Path) -> list[Path]:
@@ -115,6 +161,7 @@ def make_figures(summary, bins, temps, out: Path) -> list[Path]:
     from figures.reliability import plot_reliability
 
     paths = []
+    summary = summary[summary["n_scored"] > 0]  # tasks with nothing scored have no figures
     final = summary[summary["layer"] == "final"]
     for task, b in bins.groupby("task", sort=False):
         title = f"{task}: P(True) calibration" if task in PTRUE_TASKS else task
@@ -132,10 +179,22 @@ def make_figures(summary, bins, temps, out: Path) -> list[Path]:
 def report(summary) -> str:
     final = summary[summary["layer"] == "final"]
     lines = ["calibration (final readout): ECE [95% bootstrap CI], Brier, accuracy, fitted temperature"]
+    warnings = []
     for r in final.itertuples():
+        if not r.n_scored:
+            lines.append(f"  {r.task:14s} {r.model:5s} n=   0/{r.n_items}: nothing scored (see the note below)")
+            continue
         temp = f", T* {r.temperature:.2f}" if "temperature" in final and r.temperature == r.temperature else ""
-        lines.append(f"  {r.task:14s} {r.model:5s} n={r.n:4d}: ECE {r.ece:.3f} [{r.ece_low:.3f}, {r.ece_high:.3f}], "
-                     f"Brier {r.brier:.3f}, acc {r.accuracy:.2f}{temp}")
+        if temp and r.temperature_at_bound:
+            temp += " (no optimum inside the search bounds)"
+            why = ("the NLL keeps falling as T grows: uniform confidence beats the model's"
+                   if r.temperature > 1 else "the NLL keeps falling as T shrinks (e.g. separable options)")
+            warnings.append(f"warning: {r.task} {r.model}: the fitted temperature {r.temperature:.2f} is at a bound of "
+                            f"the search ({TEMPERATURE_BOUNDS[0]:g} to {TEMPERATURE_BOUNDS[1]:g}) or as good as it, "
+                            f"not an optimum: {why}")
+        lines.append(f"  {r.task:14s} {r.model:5s} n={r.n_scored:4d}/{r.n_items}: ECE {r.ece:.3f} "
+                     f"[{r.ece_low:.3f}, {r.ece_high:.3f}], Brier {r.brier:.3f}, acc {r.accuracy:.2f}{temp}")
+    lines += warnings + [f"note: {line}" for line in summary.attrs.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -184,8 +243,8 @@ def run_study(args) -> int:
             report_shard(out, shard, log, log.n_written)
             return 0
     rows = read_results(out, bm.KEY_FIELDS)
-    if not any(not r.get("skipped") for r in rows):
-        raise StudyError(f"no scored results in {out} (results*.jsonl): every item was skipped; lower --shots")
+    if not rows:
+        raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
     summary, bins, temps = summarize(rows, args.bins, args.binning, args.n_boot)
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
     bins.to_csv(out / "reliability.csv", index=False, float_format="%.6g")

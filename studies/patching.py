@@ -13,6 +13,12 @@ cell alone carries the answer. Positions are aligned across pairs by their role:
 subject's first, middle and last tokens, and the template's tokens by their offset from the
 subject (``is@+1`` is the token right after it).
 
+Every fact accounted for: facts that make no minimal pair (the answer's first token cannot be
+told, or no other fact matches as described) are named on the console and listed in
+``meta.json`` (``unpaired_facts``); pairs whose clean and corrupted logit differences are within
+``MIN_GAP`` have no restored fraction and are counted in ``summary.csv`` (``n_pairs``,
+``n_pairs_excluded``, ``exclude_reason``) and on the console.
+
 Outputs (``runs/patching/<pair>/`` or ``--out``): ``results.jsonl`` (one row per model x
 style x pair x hook x layer x position; resumable), ``summary.csv`` (mean restored fraction
 per model x style x hook x layer x role), ``meta.json``, and a heatmap per style and hook
@@ -81,10 +87,38 @@ def tokenize(tokenizer, style: str, subject: str, answer: str) -> Prompt | None:
     return Prompt(subject, answer, tuple(ids), (inside[0], inside[-1] + 1), full[len(ids)])
 
 
-def make_pairs(tokenizer, facts: Sequence[tuple[str, str]], style: str, limit: int | None, seed: int) -> list[MinimalPair]:
+UNTOKENIZABLE = "its answer's first token cannot be told (the prompt's tokens are not a prefix of prompt + answer)"
+UNMATCHED = "no other fact's prompt has its token length and subject span with another first answer token"
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The minimal pairs of one style, and the facts tried as a clean prompt that made none."""
+
+    style: str
+    pairs: list[MinimalPair]
+    unpaired: dict[str, str]  # subject -> reason
+
+    def notes(self) -> list[str]:
+        """Console lines naming the unpaired facts by reason."""
+        by_reason: dict[str, list[str]] = {}
+        for subject, reason in self.unpaired.items():
+            by_reason.setdefault(reason, []).append(subject)
+        return [f"{self.style} prompts: {len(subjects)} fact(s) make no minimal pair ({', '.join(subjects[:5])}"
+                f"{', ...' if len(subjects) > 5 else ''}): {reason}" for reason, subjects in by_reason.items()]
+
+
+def pair_facts(tokenizer, facts: Sequence[tuple[str, str]], style: str, limit: int | None, seed: int) -> Pairing:
     """Minimal pairs: each fact (in a seeded order) as the clean prompt, with the next fact of
-    the same token length and a different first answer token as the corrupted one."""
-    prompts = [p for p in (tokenize(tokenizer, style, s, a) for s, a in facts) if p is not None]
+    the same token length and a different first answer token as the corrupted one; and the
+    facts that made none (facts after the ``limit``-th pair are not tried)."""
+    prompts, unpaired = [], {}
+    for subject, answer in facts:
+        prompt = tokenize(tokenizer, style, subject, answer)
+        if prompt is None:
+            unpaired[subject] = UNTOKENIZABLE
+        else:
+            prompts.append(prompt)
     random.Random(seed).shuffle(prompts)
     pairs = []
     for i, clean in enumerate(prompts):
@@ -93,9 +127,16 @@ def make_pairs(tokenizer, facts: Sequence[tuple[str, str]], style: str, limit: i
                     and corrupted.subject_span == clean.subject_span:
                 pairs.append(MinimalPair(style, corrupted, clean))
                 break
+        else:
+            unpaired[clean.subject] = UNMATCHED
         if limit is not None and len(pairs) >= limit:
             break
-    return pairs
+    return Pairing(style, pairs, unpaired)
+
+
+def make_pairs(tokenizer, facts: Sequence[tuple[str, str]], style: str, limit: int | None, seed: int) -> list[MinimalPair]:
+    """The minimal pairs of :func:`pair_facts`."""
+    return pair_facts(tokenizer, facts, style, limit, seed).pairs
 
 
 def roles(tokenizer, prompt: Prompt) -> list[str]:
@@ -139,19 +180,30 @@ def analyse_pair(lm, pair: MinimalPair, member: str, hooks: Sequence[str]) -> li
     return rows
 
 
+EXCLUDED = f"clean and corrupted logit differences within {MIN_GAP:g} (no restored fraction)"
+
+
 def summarize(rows: list[dict]):
-    """Mean restored fraction and count per model x style x hook x layer x role, roles in
-    prompt order."""
+    """Mean restored fraction and count (``n``) per model x style x hook x layer x role, roles
+    in prompt order; ``n_pairs`` of the model x style x hook, of which ``n_pairs_excluded``
+    have no restored fraction (``exclude_reason``). ``attrs["notes"]`` names the exclusions."""
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    df = df[df["restored"].notna()]
+    every = pd.DataFrame(rows)
+    excluded = every.groupby(["model", "style", "hook", "pair"], sort=False)["restored"].agg(lambda r: r.isna().all())
+    pairs = excluded.groupby(level=[0, 1, 2], sort=False).agg(n_pairs="size", n_pairs_excluded="sum")
+    df = every[every["restored"].notna()]
     keys = ["model", "style", "hook", "layer", "role"]
     out = (df.groupby(keys, sort=False)
              .agg(restored_mean=("restored", "mean"), effect_mean=("effect", "mean"), n=("restored", "size"),
                   position_mean=("position", "mean"), is_last=("is_last", "all"))
              .reset_index())
-    return out.sort_values(["style", "hook", "model", "layer", "position_mean"]).reset_index(drop=True)
+    out = out.join(pairs, on=["model", "style", "hook"])
+    out["exclude_reason"] = [EXCLUDED if n else "" for n in out["n_pairs_excluded"]]
+    out = out.sort_values(["style", "hook", "model", "layer", "position_mean"]).reset_index(drop=True)
+    out.attrs["notes"] = [f"{style} prompts, {hook} ({model}): {n} of {total} pairs excluded: {EXCLUDED}"
+                          for (model, style, hook), (total, n) in pairs.iterrows() if n]
+    return out
 
 
 def report(summary, pair_name: str) -> str:
@@ -167,6 +219,7 @@ def report(summary, pair_name: str) -> str:
             lines.append(f"  {model}: strongest cell block {int(best['layer'])} at {best['role']} "
                          f"({best['restored_mean']:.2f}, n={int(best['n'])}); the last position alone restores "
                          f">= half from {when}")
+    lines += [f"note: {line}" for line in summary.attrs.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -246,7 +299,8 @@ def run_study(args) -> int:
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
     tokenizer, n_layers = _tokenizer_and_layers(pair)
-    pairs = [p for style in styles for p in make_pairs(tokenizer, _facts(args), style, args.limit, args.seed)]
+    pairings = [pair_facts(tokenizer, _facts(args), style, args.limit, args.seed) for style in styles]
+    pairs = [p for pairing in pairings for p in pairing.pairs]
     if not pairs:
         raise StudyError("no minimal pairs: no two facts have prompts of one token length with different "
                          "first answer tokens")
@@ -296,8 +350,12 @@ def run_study(args) -> int:
              "minimal_pairs": [p.id for p in pairs], "load_options": load_kwargs(args),
              "models": {m: pair.spec.source(m) for m in interp.registry.MEMBERS}, "fingerprint": fingerprint,
              "outputs": [*TABLES, *(Path(f).name for f in figures)]}
+    extra["unpaired_facts"] = {pg.style: pg.unpaired for pg in pairings}
     write_meta(out, study=STUDY, options=dict(vars(args)), seed=args.seed, timings=timings, **extra)
     print(text)
+    for pairing in pairings:
+        for line in pairing.notes():
+            print(f"note: {line}")
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, meta.json{'' if args.no_figures else ', figures'}) "
           f"in {timings['total_s']:.1f} s")
     return 0

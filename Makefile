@@ -14,6 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # project without resolving anything again. The lock pins torch==2.13.0, the CPU wheel here
 # (a plain `torch` could pull a multi-GB CUDA build).
 $(VENV)/.installed: pyproject.toml $(LOCK)
+	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(None if v == "3.11" else f"error: $(LOCK) is for CPython 3.11, $(PYTHON) is {v}; give one: make PYTHON=python3.11 ... (or make test-latest)")'
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r $(LOCK)

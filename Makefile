@@ -35,10 +35,11 @@ test: $(VENV)/.installed
 test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
-	.venv-latest/bin/python -m pip install --quiet --upgrade pip
+	.venv-latest/bin/python -m pip install --quiet --upgrade pip setuptools
 	# One resolve: torch pinned to the CPU wheel, everything else the newest allowed.
 	.venv-latest/bin/python -m pip install --quiet --upgrade torch==2.13.0 -e '.[dev]'
-	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|transformer.lens|nnsight|numpy)=='
+	@new=$$(.venv-latest/bin/python -m pip freeze --all --exclude rlinterp | sed 's/+cpu$$//' | grep -vxFf $(LOCK)); \
+	  echo "versions not in $(LOCK):" $${new:-none}
 	.venv-latest/bin/python -m pytest
 
 # Rewrite requirements.lock: resolve pyproject's dev extra afresh (newest allowed versions,

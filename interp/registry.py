@@ -2,7 +2,8 @@
 
 Hub ids are the public names on the Hugging Face hub; gated ones (Llama) need the licence
 accepted and a token (``huggingface-cli login``). ``toy`` is this repository's own pair,
-trained by ``python -m toy_pair.train`` and shipped under ``models/toy``.
+trained by ``python -m toy_pair.train`` and shipped under ``models/toy``, as package data
+beside ``interp/`` so that an installed copy finds it too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 
 from interp.errors import LoadError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The folder holding interp/ and models/: the repository in a checkout, site-packages (or a
+# --target folder) once installed. Local pairs' members are paths relative to it.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = ("base", "chat")
 
 
@@ -22,10 +25,10 @@ class PairSpec:
 
     Attributes:
         name: registry key, used in ``--pair`` and in ``runs/<study>/<pair>/``.
-        base / chat: hub id, or a path relative to the repository root for local pairs.
+        base / chat: hub id, or for local pairs a path relative to ``PACKAGE_ROOT``.
         tuning: what turned base into chat, so that results are read for what they compare.
         reward: the reward model that tuned ``chat``, where one is published.
-        local: members are folders in this repository.
+        local: members are folders shipped with this package.
     """
 
     name: str
@@ -40,7 +43,15 @@ class PairSpec:
             valid = MEMBERS + (("reward",) if self.reward else ())
             raise LoadError(f"pair {self.name!r} has no member {member!r}; valid: {', '.join(valid)}")
         ref = getattr(self, member)
-        return str(REPO_ROOT / ref) if self.local else ref
+        if not self.local:
+            return ref
+        folder = PACKAGE_ROOT / ref
+        if not (folder / "config.json").is_file():
+            raise LoadError(
+                f"pair {self.name!r}: no model at {folder} (its {member} should ship with rlinterp); "
+                f"reinstall rlinterp, or rebuild the pair with python -m toy_pair.train --out {folder.parent}"
+            )
+        return str(folder)
 
 
 PAIRS: dict[str, PairSpec] = {

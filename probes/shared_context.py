@@ -67,13 +67,13 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
     for i, opt in enumerate(options):
         opt_mask[i, :len(opt) - 1] = 1
     fed = longest - 1
-    cache = out.past_key_values
+    cache = out.cache
     cache.reorder_cache(owner)
     session = _session(lm, blocks, ctx_len[owner], None)
     with session.attached():
         out = lm.model(input_ids=opt_ids, attention_mask=torch.cat([ctx_mask[owner], opt_mask], 1),
                        position_ids=ctx_len[owner, None] + torch.arange(fed, device=device),
-                       past_key_values=cache, use_cache=True)
+                       cache=cache, use_cache=True)
     # Predictors of option tokens: the context's last position, then the option's own positions.
     logits = torch.cat([first_logits[owner, None], out.logits], 1)
     resids = {l: torch.cat([first_resid[l][owner, None], session.cache[f"blocks.{l}.hook_resid_post"]], 1)

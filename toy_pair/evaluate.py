@@ -83,8 +83,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 8,
     for _ in range(max_new_tokens):
         pos = positions(mask)[:, -step_ids.shape[1]:]
         out = model(input_ids=step_ids, attention_mask=mask, position_ids=pos,
-                    past_key_values=past, use_cache=True)
-        past = out.past_key_values
+                    cache=past, use_cache=True)
+        past = out.cache
         logits = out.logits[:, -1].float()
         if sample:
             nxt = torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(1)

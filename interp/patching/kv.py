@@ -129,7 +129,7 @@ def window_run(
         stack.callback(stop_at.register_forward_pre_hook(stop).remove)
         try:
             lm.model(input_ids=ids[:, start:end], attention_mask=mask, position_ids=position_ids,
-                     past_key_values=cache, use_cache=True)
+                     cache=cache, use_cache=True)
         except StopForward:
             pass
     return found[0] if last else None

@@ -178,7 +178,7 @@ def _capture(
         if kv:
             def cache_on(module, args, kwargs):
                 found["cache"] = DynamicCache(config=lm.model.config)
-                return args, {**kwargs, "use_cache": True, "past_key_values": found["cache"]}
+                return args, {**kwargs, "use_cache": True, "cache": found["cache"]}
 
             stack.callback(lm.model.register_forward_pre_hook(cache_on, with_kwargs=True).remove)
         run = lm.run(ids, capture=names, logits=logits or not names or kv)

@@ -357,6 +357,7 @@ def template_tokenizer(pair):
     from interp import LoadError
     from probes.chat import has_chat_template
 
+    pair.check()  # a member folder without a model: say so, not what its tokenizer lacks
     source = pair.spec.source("chat")
     try:
         tok = transformers.AutoTokenizer.from_pretrained(source)

@@ -10,6 +10,7 @@ from tasks.benchmarks import TASKS, load_task
 from tasks.benchmarks.syntaxgym import FormulaError, Prediction, SyntaxGymItem
 from tasks.benchmarks.triviaqa import is_correct, normalize_answer
 from tasks.items import MCItem, build_fewshot
+from tasks.errors import TaskError
 from tasks.sources import MissingDatasetError
 
 MC_TASKS = sorted(n for n in TASKS if n != "syntaxgym")
@@ -58,7 +59,7 @@ def test_hub_failure_becomes_clear_error(monkeypatch):
 
 
 def test_unknown_task_names_valid_ones():
-    with pytest.raises(KeyError, match="valid tasks: .*boolq.*mmlu"):
+    with pytest.raises(TaskError, match="valid tasks: .*boolq.*mmlu"):
         load_task("superglue_everything")
 
 

@@ -18,6 +18,8 @@ from interp.hooks import HookSession, StopForward
 from interp.interventions import as_callable
 from interp.positions import Positions, columns
 
+# What ``LM.run`` takes as prompts. Signatures say ``Any``: ``LM._sequences`` checks the value at
+# run time with a PromptError naming these types (a type checker would stop the check in tests).
 Prompts = str | Sequence[str] | Tensor | Sequence[int] | Sequence[Sequence[int]] | Sequence[Tensor]
 ACCEPTED = ("a str, a list of str, or token ids (an integer tensor [batch, seq] or [seq], a list of ints, "
             "or a list of such sequences)")
@@ -107,7 +109,7 @@ class LM:
 
     # -- tokens ------------------------------------------------------------------------
     def to_tokens(
-        self, prompts: Prompts
+        self, prompts: Any  # Prompts
     ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
         """Left-padded ``(ids, attention_mask, lengths)`` for strings or token sequences."""
         seqs = self._sequences(prompts)
@@ -133,7 +135,7 @@ class LM:
             mask[i, longest - len(s):] = 1
         return ids, mask, lengths
 
-    def _sequences(self, prompts: Prompts) -> list[Tensor]:
+    def _sequences(self, prompts: Any) -> list[Tensor]:
         """Each prompt as a 1-D tensor of token ids; a PromptError naming the accepted types otherwise."""
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -172,7 +174,7 @@ class LM:
     # -- the forward pass --------------------------------------------------------------
     def run(
         self,
-        prompts: Prompts,
+        prompts: Any,  # Prompts, checked by _sequences with a clearer message
         capture: Sequence[str] | str = (),
         positions: Positions = None,
         interventions: Mapping[str, Any] | None = None,  # validated by as_callable, with a clearer message

@@ -83,7 +83,10 @@ def check_device(device, what: str = "device") -> None:
         parsed = None
     if parsed is not None and parsed.type == "meta":
         raise LoadError(f"{what} 'meta' holds no weights, so nothing can run on it; valid here: {', '.join(valid)}")
-    if parsed is None or str(parsed) not in valid:
+    # "cuda" and "cuda:0" are listed as such; "cpu:0" / "mps:0" name the one cpu / mps device.
+    known = parsed is not None and (str(parsed) in valid or (parsed.type in ("cpu", "mps") and parsed.type in valid
+                                                             and parsed.index in (None, 0)))
+    if not known:
         raise LoadError(f"{what} {str(device)!r} is not available on this machine; valid here: {', '.join(valid)}")
 
 

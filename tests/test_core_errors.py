@@ -177,7 +177,7 @@ def test_load_and_patch_sweep_print_no_progress_bar(toy, capsys):
     prompt = "The capital of Poland is"
     interp.patching.patch_sweep(toy, prompt, prompt, metric, chunk_size=1, skip_unchanged=False)
     out, err = capsys.readouterr()
-    assert out == "" and err == ""
+    assert out == "" and not any(bar in err for bar in ("Loading weights", "patching resid_pre", "it/s", "%|"))
     interp.patching.patch_sweep(toy, prompt, prompt, metric, chunk_size=1, skip_unchanged=False, progress=True)
     assert "patching resid_pre" in capsys.readouterr().err  # asked for: shown (so the check above can see one)
 

@@ -26,6 +26,16 @@ ACCEPTED = ("a str, a list of str, or token ids (an integer tensor [batch, seq] 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
+def _array_to_tensor(x):
+    """A numpy (or other ``__array__``) array as a tensor; anything else unchanged."""
+    if not isinstance(x, (Tensor, str, bytes, bytearray)) and hasattr(x, "__array__") and hasattr(x, "dtype"):
+        try:
+            return torch.as_tensor(x)
+        except (TypeError, RuntimeError):  # object arrays and the like: reported as themselves
+            return x
+    return x
+
+
 def _is_int(x) -> bool:
     if isinstance(x, Tensor):
         return x.ndim == 0 and x.dtype in _INT_DTYPES
@@ -34,6 +44,7 @@ def _is_int(x) -> bool:
 
 def _is_ids(x) -> bool:
     """One prompt's token ids: a 1-D integer tensor or a sequence of ints (not text, not bytes)."""
+    x = _array_to_tensor(x)
     if isinstance(x, Tensor):  # [seq], or [1, seq] as a tokenizer's return_tensors="pt" gives
         return (x.ndim == 1 or (x.ndim == 2 and x.shape[0] == 1)) and x.dtype in _INT_DTYPES
     if isinstance(x, (str, bytes, bytearray, Mapping)) or not isinstance(x, Sequence):
@@ -44,7 +55,7 @@ def _is_ids(x) -> bool:
 def _describe(x) -> str:
     if isinstance(x, Tensor):
         return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
-    text = repr(x)
+    text = " ".join(repr(x).split())  # one line, whatever the type's repr
     return f"{type(x).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
 
@@ -139,6 +150,7 @@ class LM:
         """Each prompt as a 1-D tensor of token ids; a PromptError naming the accepted types otherwise."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        prompts = _array_to_tensor(prompts)
         if isinstance(prompts, Tensor):
             if prompts.ndim == 1:
                 prompts = prompts.unsqueeze(0)
@@ -164,7 +176,7 @@ class LM:
             raise PromptError(f"prompt {bad[0]} is {_describe(prompts[bad[0]])}; prompts must be {ACCEPTED}")
         if any(isinstance(p, str) for p in prompts):
             raise PromptError("mix of strings and token sequences; pass one kind")
-        return [torch.as_tensor(p, dtype=torch.long).flatten() for p in prompts]
+        return [torch.as_tensor(_array_to_tensor(p), dtype=torch.long).flatten() for p in prompts]
 
     def _pad_id(self) -> int:
         if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:

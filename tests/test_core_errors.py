@@ -132,11 +132,17 @@ def test_patch_sweep_of_empty_prompts_raises(toy):
 
 
 def test_flat_list_of_ints_is_one_prompt_like_a_1d_tensor(lm_of):
+    import numpy as np
+
     lm = lm_of("gpt2")
     ids = [5, 6, 7]
     run = lm.run(ids)
     assert run.tokens.tolist() == [ids]
     torch.testing.assert_close(run.logits, lm.run(torch.tensor(ids)).logits)
+    for same in (np.array(ids), np.array([ids]), [np.array(ids)]):  # numpy ids, as before
+        assert lm.run(same).tokens.tolist() == [ids]
+    with pytest.raises(PromptError, match=r"prompt 0 is ndarray array\(\[\[1, 2\], \[3, 4\]\]\); prompts must be"):
+        lm.run([np.array([[1, 2], [3, 4]])])  # and the message stays on one line
 
 
 # -- devices and model folders -----------------------------------------------------------------

@@ -18,6 +18,16 @@ from interp.errors import UnknownHook
 from interp.hook_names import BLOCK_POINTS, block_hook
 
 
+MAX_SHOWN = 6  # hook names a cache's repr lists before "... N more"
+
+
+def describe(t: Tensor | None) -> str:
+    """``[3, 7, 64] float32`` (or ``None``): a tensor's shape and dtype, for reprs."""
+    if t is None:
+        return "None"
+    return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+
+
 class ActivationCache(Mapping[str, Tensor]):
     """Captured activations by full hook name, each ``[batch, pos, d_model]``."""
 
@@ -34,6 +44,13 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
+
+    def __repr__(self) -> str:
+        # Shapes only: printing a cache must not dump every activation tensor.
+        shown = [f"{name}: {describe(t)}" for name, t in list(self._tensors.items())[:MAX_SHOWN]]
+        if len(self._tensors) > MAX_SHOWN:
+            shown.append(f"... {len(self._tensors) - MAX_SHOWN} more")
+        return f"ActivationCache({len(self._tensors)} hooks{': ' if shown else ''}{', '.join(shown)})"
 
     def __len__(self) -> int:
         return len(self._tensors)
@@ -71,3 +88,9 @@ class Run:
     logits: Float[Tensor, "batch pos vocab"] | None
     cache: ActivationCache
     columns: Int[Tensor, "batch pos"] | None = field(default=None)
+
+    def __repr__(self) -> str:
+        # Shapes and dtypes, not values: ``print(run)`` must not dump whole logit tensors.
+        fields = ("tokens", "attention_mask", "lengths", "logits")
+        parts = [f"{name}={describe(getattr(self, name))}" for name in fields]
+        return f"Run({', '.join(parts)}, cache={self.cache!r}, columns={describe(self.columns)})"

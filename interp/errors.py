@@ -1,6 +1,10 @@
 """Errors raised for bad input. Each names the valid choices, so a user can fix the call.
 
-All subclass ``ValueError`` so that generic ``except ValueError`` handlers still work.
+All subclass ``ValueError`` so that generic ``except ValueError`` handlers still work. Every
+error class of the toolkit derives from :class:`InterpError` (``tasks.errors.TaskError``,
+``probes.chat.NoChatTemplate``, ``studies._common.StudyError``), so a study's CLI turns any of
+them into one ``error: ...`` line. This is a leaf module: it imports nothing, which is why
+``tasks`` (otherwise free of our code) may import it.
 """
 
 
@@ -17,8 +21,10 @@ class UnknownHook(InterpError):
 
 
 class PromptError(InterpError):
-    """Empty prompt list, empty prompt, or a prompt longer than the model's context."""
+    """A prompt of a type ``LM.run`` does not take, an empty prompt list or string, or a prompt
+    longer than the model's context."""
 
 
 class LoadError(InterpError):
-    """A model or pair that cannot be found, loaded or quantised here."""
+    """A model or pair that cannot be found, loaded or quantised here, a folder without a
+    model, or a device this machine does not have."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -53,6 +55,81 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype = torch.bf
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+# device_map strings accelerate understands itself; any other string is read as one device.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+
+
+def available_devices() -> list[str]:
+    """The devices a model can be put on here (``cpu``, and ``cuda``/``cuda:i``, ``mps``, ``xpu``
+    where present)."""
+    out = ["cpu"]
+    for kind, backend in (("cuda", torch.cuda), ("xpu", getattr(torch, "xpu", None))):
+        if backend is not None and backend.is_available():
+            out += [kind] + [f"{kind}:{i}" for i in range(backend.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_device(device, what: str = "device") -> None:
+    """Raise LoadError unless ``device`` names a device this machine has (before any loading:
+    torch's own failure comes deep inside ``.to()`` or, for ``meta``, at the first forward)."""
+    valid = available_devices()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is not None and parsed.type == "meta":
+        raise LoadError(f"{what} 'meta' holds no weights, so nothing can run on it; valid here: {', '.join(valid)}")
+    # "cuda" and "cuda:0" are listed as such; "cpu:0" / "mps:0" name the one cpu / mps device.
+    known = parsed is not None and (str(parsed) in valid or (parsed.type in ("cpu", "mps") and parsed.type in valid
+                                                             and parsed.index in (None, 0)))
+    if not known:
+        raise LoadError(f"{what} {str(device)!r} is not available on this machine; valid here: {', '.join(valid)}")
+
+
+def check_model_folder(folder: str | os.PathLike[str]) -> None:
+    """Raise LoadError unless ``folder`` holds a model: a ``config.json`` and weight files.
+
+    Without this, a folder holding only a tokenizer (or nothing) fails inside transformers with
+    a message about ``model_type``, sentencepiece or tiktoken that names neither problem.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise LoadError(f"no model folder at {str(folder)!r}")
+    has_config = (path / "config.json").is_file()
+    has_weights = any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS)
+    if not (has_config and has_weights):
+        found = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(found[:12]) + (f", ... {len(found) - 12} more" if len(found) > 12 else "")
+        raise LoadError(f"no model in {str(folder)!r}: expected config.json and *.safetensors/*.bin "
+                        f"(found: {shown or 'nothing, the folder is empty'})")
+
+
+@contextmanager
+def _loading_bars(progress: bool) -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar during one load unless ``progress``; the hub's
+    download bars (huggingface_hub's own switch) are left as they are."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    if progress or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hub_on = not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns the hub's bars off: restored just below
+    if hub_on:
+        enable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if not hub_on:
+            disable_progress_bars()
+
+
 def _explain_failure(source: str, err: Exception) -> LoadError:
     local = os.path.isdir(source) or source.startswith((".", "/", "~"))
     if local:
@@ -65,13 +142,24 @@ def _explain_failure(source: str, err: Exception) -> LoadError:
     )
 
 
-def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None) -> LM:
-    """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``."""
+def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None,
+         progress: bool = False) -> LM:
+    """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``.
+
+    ``device`` must be one of :func:`available_devices`; a local folder must hold a
+    ``config.json`` and weights. transformers' weight-loading bar shows only with ``progress``.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(name_or_path)
     if os.path.sep in name_or_path and not os.path.exists(source) and name_or_path.startswith((".", "/", "~")):
         raise LoadError(f"no model folder at {source!r}")
+    if device is not None:
+        check_device(device)
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        check_device(device_map, "device_map")
+    if os.path.isdir(source):
+        check_model_folder(source)
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
@@ -87,7 +175,8 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
     elif device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with _loading_bars(progress):
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise _explain_failure(source, err) from err
@@ -114,7 +203,22 @@ class Pair:
     def load(self, member: str) -> LM:
         return load(self.spec.source(member), **self.load_kwargs)
 
+    def check(self) -> None:
+        """Raise LoadError now if a member's local folder is missing or holds no model, or the
+        device is not available, rather than after the first member's work."""
+        for option in ("device", "device_map"):
+            value = self.load_kwargs.get(option)
+            if isinstance(value, str) and not (option == "device_map" and value in DEVICE_MAPS):
+                check_device(value, option)
+        for member in MEMBERS:
+            source = self.spec.source(member)
+            if os.path.isdir(source):
+                check_model_folder(source)
+            elif source.startswith((".", "/", "~")):
+                raise LoadError(f"no model folder at {source!r} (the {member} member of pair {self.name!r})")
+
     def __iter__(self) -> Iterator[tuple[str, LM]]:
+        self.check()
         vocab = None
         for member in MEMBERS:
             lm = self.load(member)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,45 @@ from interp.hooks import HookSession, StopForward
 from interp.interventions import as_callable
 from interp.positions import Positions, columns
 
-Prompts = str | Sequence[str] | Tensor | Sequence[Sequence[int]] | Sequence[Tensor]
+# What ``LM.run`` takes as prompts. Signatures say ``Any``: ``LM._sequences`` checks the value at
+# run time with a PromptError naming these types (a type checker would stop the check in tests).
+Prompts = str | Sequence[str] | Tensor | Sequence[int] | Sequence[Sequence[int]] | Sequence[Tensor]
+ACCEPTED = ("a str, a list of str, or token ids (an integer tensor [batch, seq] or [seq], a list of ints, "
+            "or a list of such sequences)")
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _array_to_tensor(x):
+    """A numpy (or other ``__array__``) array as a tensor; anything else unchanged."""
+    if not isinstance(x, (Tensor, str, bytes, bytearray)) and hasattr(x, "__array__") and hasattr(x, "dtype"):
+        try:
+            return torch.as_tensor(x)
+        except (TypeError, RuntimeError):  # object arrays and the like: reported as themselves
+            return x
+    return x
+
+
+def _is_int(x) -> bool:
+    if isinstance(x, Tensor):
+        return x.ndim == 0 and x.dtype in _INT_DTYPES
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_ids(x) -> bool:
+    """One prompt's token ids: a 1-D integer tensor or a sequence of ints (not text, not bytes)."""
+    x = _array_to_tensor(x)
+    if isinstance(x, Tensor):  # [seq], or [1, seq] as a tokenizer's return_tensors="pt" gives
+        return (x.ndim == 1 or (x.ndim == 2 and x.shape[0] == 1)) and x.dtype in _INT_DTYPES
+    if isinstance(x, (str, bytes, bytearray, Mapping)) or not isinstance(x, Sequence):
+        return False
+    return all(_is_int(t) for t in x)
+
+
+def _describe(x) -> str:
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    text = " ".join(repr(x).split())  # one line, whatever the type's repr
+    return f"{type(x).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
 
 class LM:
@@ -81,31 +120,10 @@ class LM:
 
     # -- tokens ------------------------------------------------------------------------
     def to_tokens(
-        self, prompts: Prompts
+        self, prompts: Any  # Prompts
     ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
         """Left-padded ``(ids, attention_mask, lengths)`` for strings or token sequences."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if isinstance(prompts, Tensor):
-            if prompts.ndim == 1:
-                prompts = prompts.unsqueeze(0)
-            if prompts.ndim != 2 or prompts.dtype not in (torch.int64, torch.int32):
-                raise PromptError(f"token prompts must be an integer tensor [batch, seq], got {prompts.dtype} {tuple(prompts.shape)}")
-            seqs = list(prompts.long())
-        else:
-            prompts = list(prompts)
-            if not prompts:
-                raise PromptError("the prompt list is empty; pass at least one prompt")
-            if all(isinstance(p, str) for p in prompts):
-                if self.tokenizer is None:
-                    raise PromptError("string prompts need a tokenizer: LM.from_hf(model, tokenizer), or pass token ids")
-                seqs = [torch.tensor(self.tokenizer(p)["input_ids"], dtype=torch.long) for p in prompts]
-            elif any(isinstance(p, str) for p in prompts):
-                raise PromptError("mix of strings and token sequences; pass one kind")
-            else:
-                seqs = [torch.as_tensor(p, dtype=torch.long).flatten() for p in prompts]
-        if not seqs:
-            raise PromptError("the prompt list is empty; pass at least one prompt")
+        seqs = self._sequences(prompts)
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
         if int(lengths.min()) == 0:
             empty = [i for i, s in enumerate(seqs) if len(s) == 0]
@@ -128,6 +146,38 @@ class LM:
             mask[i, longest - len(s):] = 1
         return ids, mask, lengths
 
+    def _sequences(self, prompts: Any) -> list[Tensor]:
+        """Each prompt as a 1-D tensor of token ids; a PromptError naming the accepted types otherwise."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = _array_to_tensor(prompts)
+        if isinstance(prompts, Tensor):
+            if prompts.ndim == 1:
+                prompts = prompts.unsqueeze(0)
+            if prompts.ndim != 2 or prompts.dtype not in _INT_DTYPES:
+                raise PromptError(f"token prompts must be an integer tensor [batch, seq], got {prompts.dtype} {tuple(prompts.shape)}")
+            return list(prompts.long())
+        if isinstance(prompts, (bytes, bytearray, Mapping)) or not isinstance(prompts, Sequence):
+            raise PromptError(f"prompts must be {ACCEPTED}; got {_describe(prompts)}")
+        prompts = list(prompts)
+        if not prompts:
+            raise PromptError("the prompt list is empty; pass at least one prompt")
+        if all(_is_int(p) for p in prompts):  # one prompt's ids, like a 1-D tensor
+            prompts = [prompts]
+        if all(isinstance(p, str) for p in prompts):
+            empty = [i for i, p in enumerate(prompts) if not p]
+            if empty:
+                raise PromptError(f"prompts {empty[:10]} are empty strings; every prompt needs some text")
+            if self.tokenizer is None:
+                raise PromptError("string prompts need a tokenizer: LM.from_hf(model, tokenizer), or pass token ids")
+            return [torch.tensor(self.tokenizer(p)["input_ids"], dtype=torch.long) for p in prompts]
+        bad = [i for i, p in enumerate(prompts) if not (isinstance(p, str) or _is_ids(p))]
+        if bad:
+            raise PromptError(f"prompt {bad[0]} is {_describe(prompts[bad[0]])}; prompts must be {ACCEPTED}")
+        if any(isinstance(p, str) for p in prompts):
+            raise PromptError("mix of strings and token sequences; pass one kind")
+        return [torch.as_tensor(_array_to_tensor(p), dtype=torch.long).flatten() for p in prompts]
+
     def _pad_id(self) -> int:
         if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
             return int(self.tokenizer.pad_token_id)
@@ -136,7 +186,7 @@ class LM:
     # -- the forward pass --------------------------------------------------------------
     def run(
         self,
-        prompts: Prompts,
+        prompts: Any,  # Prompts, checked by _sequences with a clearer message
         capture: Sequence[str] | str = (),
         positions: Positions = None,
         interventions: Mapping[str, Any] | None = None,  # validated by as_callable, with a clearer message
@@ -146,8 +196,9 @@ class LM:
         """Run prompts once; capture hook points, write to them, return logits.
 
         Args:
-            prompts: a string, a list of strings, or token ids (``[batch, seq]`` tensor or a
-                list of sequences). Batches are left-padded with position ids and attention
+            prompts: a string, a list of strings, or token ids (``[batch, seq]`` or ``[seq]``
+                integer tensor, a list of ints for one prompt, or a list of sequences). Anything
+                else (``None``, bytes, numbers, an empty string) raises ``PromptError``. Batches are left-padded with position ids and attention
                 masks set so that each prompt's numbers equal those of running it alone, and
                 position ``-1`` is every prompt's last real token.
             capture: full hook names, or short names meaning every layer (see

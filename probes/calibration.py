@@ -27,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
+from interp.errors import InterpError
+
 Strategy = Literal["uniform", "quantile"]
 
 
@@ -79,13 +81,13 @@ def _check(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
     conf = np.asarray(confidence, dtype=float)
     corr = np.asarray(correct, dtype=float)
     if conf.ndim != 1 or conf.shape != corr.shape:
-        raise ValueError(f"confidence and correct must be 1-D of equal length, got {conf.shape} and {corr.shape}")
+        raise InterpError(f"confidence and correct must be 1-D of equal length, got {conf.shape} and {corr.shape}")
     if conf.size == 0:
-        raise ValueError("no items")
+        raise InterpError("no items")
     if np.any(~np.isfinite(conf)) or np.any((conf < 0) | (conf > 1)):
-        raise ValueError("confidences must be finite and in [0, 1]")
+        raise InterpError("confidences must be finite and in [0, 1]")
     if np.any((corr != 0) & (corr != 1)):
-        raise ValueError("correct must be 0/1 or boolean")
+        raise InterpError("correct must be 0/1 or boolean")
     return conf, corr
 
 
@@ -98,13 +100,13 @@ def reliability_diagram(
     """Bin items by confidence and return per-bin confidence, accuracy and counts."""
     conf, corr = _check(confidence, correct)
     if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        raise InterpError(f"n_bins must be >= 1, got {n_bins}")
     if strategy == "uniform":
         edges = np.linspace(0.0, 1.0, n_bins + 1)
         index = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
     elif strategy == "quantile":
         if n_bins > conf.size:
-            raise ValueError(f"quantile binning needs n_bins <= number of items ({conf.size}), got {n_bins}")
+            raise InterpError(f"quantile binning needs n_bins <= number of items ({conf.size}), got {n_bins}")
         order = np.lexsort((corr, conf))
         groups = np.array_split(order, n_bins)
         index = np.empty(conf.size, dtype=int)
@@ -113,7 +115,7 @@ def reliability_diagram(
         inner = [(conf[groups[b][-1]] + conf[groups[b + 1][0]]) / 2 for b in range(n_bins - 1)]
         edges = np.array([0.0, *inner, 1.0])
     else:
-        raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
+        raise InterpError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
     counts = np.bincount(index, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / counts
@@ -164,9 +166,9 @@ def brier_score(probs: Float[np.ndarray, "item option"], labels: Int[np.ndarray,
     p = np.asarray(probs, dtype=float)
     y = np.asarray(labels)
     if p.ndim != 2 or y.shape != (p.shape[0],):
-        raise ValueError(f"probs must be [item, option] and labels [item], got {p.shape} and {y.shape}")
+        raise InterpError(f"probs must be [item, option] and labels [item], got {p.shape} and {y.shape}")
     if np.any((y < 0) | (y >= p.shape[1])):
-        raise ValueError(f"labels must be in 0..{p.shape[1] - 1}")
+        raise InterpError(f"labels must be in 0..{p.shape[1] - 1}")
     onehot = np.eye(p.shape[1])[y]
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
 
@@ -255,12 +257,12 @@ def bootstrap_ci(
     """
     arrs = [np.asarray(a) for a in arrays]
     if not arrs:
-        raise ValueError("give at least one array")
+        raise InterpError("give at least one array")
     n = len(arrs[0])
     if any(len(a) != n for a in arrs):
-        raise ValueError("all arrays must have the same number of items")
+        raise InterpError("all arrays must have the same number of items")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise InterpError(f"alpha must be in (0, 1), got {alpha}")
     rng = np.random.default_rng(seed)
     stats = np.empty(n_boot)
     for i in range(n_boot):
@@ -339,7 +341,7 @@ def temperature_sweep(
     """NLL, ECE, Brier and accuracy of ``softmax(logits / T)`` for each ``T``."""
     temps = np.asarray(temperatures, dtype=float)
     if np.any(temps <= 0):
-        raise ValueError("temperatures must be positive")
+        raise InterpError("temperatures must be positive")
     y = np.asarray(labels)
     rows = []
     for t in temps:

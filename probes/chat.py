@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from interp.errors import InterpError
 
-class NoChatTemplate(ValueError):
+
+class NoChatTemplate(InterpError):
     """The tokenizer has no chat template to render."""
 
 

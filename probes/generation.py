@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from interp.errors import PromptError
 from probes.chat import chat_prompt
 
 STOP = ("\n\n",)
@@ -34,7 +35,7 @@ def generate(
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (new text only, cut at the first ``stop``)."""
     if lm.tokenizer is None:
-        raise ValueError("generate needs the model's tokenizer")
+        raise PromptError("generate needs the model's tokenizer (LM.from_hf(model, tokenizer))")
     if chat_template:
         prompts = [chat_prompt(lm.tokenizer, p) for p in prompts]
     out = []

@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.errors import PromptError
+from interp.errors import PromptError, UnknownHook
 from probes.readouts import Layer, LayerSpec, block_layers, layer_logprobs, resolve_layers
 
 Pair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
@@ -122,7 +122,7 @@ class ContinuationLogprobs:
         try:
             return self.layers.index(layer)
         except ValueError:
-            raise KeyError(f"readout {layer!r} was not scored; scored: {self.layers}") from None
+            raise UnknownHook(f"readout {layer!r} was not scored; scored: {self.layers}") from None
 
     def sum(self, layer: Layer = None) -> float:
         """Total log-probability (lm-evaluation-harness's ``loglikelihood``)."""

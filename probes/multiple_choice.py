@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from interp.errors import PromptError
+from interp.errors import InterpError, PromptError, UnknownHook
 from probes.logprobs import Skipped, Truncate, encode_pair, fit_context, naive_pair_logprobs
 from probes.readouts import Layer, LayerSpec, resolve_layers
 from probes.shared_context import shared_context_logprobs
@@ -83,7 +83,7 @@ class MCScore:
         try:
             return self.layers.index(layer)
         except ValueError:
-            raise KeyError(f"readout {layer!r} was not scored; scored: {self.layers}") from None
+            raise UnknownHook(f"readout {layer!r} was not scored; scored: {self.layers}") from None
 
     def loglik(self, layer: Layer = None) -> Float[np.ndarray, " option"]:
         return self.logprobs[self.row(layer)]
@@ -107,7 +107,7 @@ class MCScore:
     def p_true(self, layer: Layer = None) -> float:
         """P(True) of a two-option ``(A) True / (B) False`` item: option 0's renormalised probability."""
         if len(self.n_chars) != 2:
-            raise ValueError(f"p_true needs a two-option item, {self.item_id!r} has {len(self.n_chars)}")
+            raise InterpError(f"p_true needs a two-option item, {self.item_id!r} has {len(self.n_chars)}")
         return float(self.probs(layer)[0])
 
 
@@ -142,7 +142,7 @@ def score_items(
     ``batch_size x n_options`` sequences).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        raise InterpError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if lm.tokenizer is None:
         raise PromptError("score_items needs the model's tokenizer (LM.from_hf(model, tokenizer))")
     readouts = resolve_layers(lm, layers)

@@ -19,6 +19,8 @@ from typing import Literal
 import numpy as np
 from jaxtyping import Bool
 
+from interp.errors import InterpError
+
 EXACT_BELOW = 25
 
 
@@ -50,9 +52,9 @@ def _binom_two_sided(k: int, n: int) -> float:
 def mcnemar_from_counts(b: int, c: int, method: Literal["auto", "exact", "chi2"] = "auto") -> McNemarResult:
     """McNemar's test from the two discordant counts."""
     if b < 0 or c < 0:
-        raise ValueError(f"counts must be non-negative, got b={b}, c={c}")
+        raise InterpError(f"counts must be non-negative, got b={b}, c={c}")
     if method not in ("auto", "exact", "chi2"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'chi2', got {method!r}")
+        raise InterpError(f"method must be 'auto', 'exact' or 'chi2', got {method!r}")
     n = b + c
     if method == "exact" or (method == "auto" and n < EXACT_BELOW):
         return McNemarResult(b, c, float(min(b, c)), 1.0 if n == 0 else _binom_two_sided(min(b, c), n), "exact")
@@ -71,7 +73,7 @@ def mcnemar(
     a = np.asarray(correct_a, dtype=bool)
     bb = np.asarray(correct_b, dtype=bool)
     if a.shape != bb.shape or a.ndim != 1:
-        raise ValueError(f"need two 1-D arrays of equal length, got {a.shape} and {bb.shape}")
+        raise InterpError(f"need two 1-D arrays of equal length, got {a.shape} and {bb.shape}")
     return mcnemar_from_counts(int(np.sum(a & ~bb)), int(np.sum(~a & bb)), method)
 
 
@@ -110,9 +112,9 @@ def paired_bootstrap(
     a = np.asarray(correct_a, dtype=float)
     b = np.asarray(correct_b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"need two non-empty 1-D arrays of equal length, got {a.shape} and {b.shape}")
+        raise InterpError(f"need two non-empty 1-D arrays of equal length, got {a.shape} and {b.shape}")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise InterpError(f"alpha must be in (0, 1), got {alpha}")
     d = b - a
     diff = float(d.mean())
     rng = np.random.default_rng(seed)

@@ -64,10 +64,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from interp.errors import InterpError
+
 Key = tuple
 
 
-class StudyError(ValueError):
+class StudyError(InterpError):
     """Bad input to a study (options, task files): the CLI prints it and exits with status 2."""
 
 

@@ -87,7 +87,7 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
     """task -> items; unknown names, non-MC tasks and missing files become StudyError."""
     from studies._common import StudyError
     from tasks.benchmarks import TASKS, toy_capitals
-    from tasks.sources import MissingDatasetError
+    from tasks.errors import TaskError
 
     loaders = {**TASKS, toy_capitals.NAME: toy_capitals.load}  # the toy task reads no external data
     unknown = [t for t in tasks if t not in loaders] + [t for t in data if t not in tasks]
@@ -104,7 +104,7 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
             raise StudyError(f"task {task!r}: {NOT_MC[task]}; this study scores multiple-choice tasks")
         try:
             out[task] = loaders[task](data=data.get(task, "fixture"), limit=limit)
-        except MissingDatasetError as err:
+        except TaskError as err:  # names the task, file, line and field already
             raise StudyError(str(err)) from None
         except (KeyError, ValueError) as err:
             raise StudyError(f"task {task!r}: {err}") from None
@@ -426,6 +426,7 @@ def template_tokenizer(pair):
     from interp import LoadError
     from probes.chat import has_chat_template
 
+    pair.check()  # a member folder without a model: say so, not what its tokenizer lacks
     source = pair.spec.source("chat")
     try:
         tok = transformers.AutoTokenizer.from_pretrained(source)

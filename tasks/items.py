@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tasks.errors import TaskError
+
 FEWSHOT_SEPARATOR = "\n\n"
 
 
@@ -35,7 +37,7 @@ class MCItem:
             ``meta["preamble"]`` that ``context`` starts with (MMLU's subject header) is
             written once, at the top, by :func:`build_fewshot`.
 
-    Raises ValueError on an empty context, fewer than two options, an empty or duplicate
+    Raises TaskError on a non-string or empty context, fewer than two options, an empty or duplicate
     option, or a label out of range.  Instances are immutable but not hashable (the list
     and dict fields are not).
     """
@@ -49,18 +51,22 @@ class MCItem:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.context, str):
+            raise TaskError(f"item {self.id!r}: context must be a string, got {type(self.context).__name__}")
+        if not isinstance(self.options, list) or not all(isinstance(o, str) for o in self.options):
+            raise TaskError(f"item {self.id!r}: options must be a list of strings, got {self.options!r:.80}")
         if not self.context.strip():
-            raise ValueError(f"item {self.id!r}: empty context")
+            raise TaskError(f"item {self.id!r}: empty context")
         if len(self.options) < 2:
-            raise ValueError(f"item {self.id!r}: needs at least two options, got {self.options!r}")
+            raise TaskError(f"item {self.id!r}: needs at least two options, got {self.options!r}")
         if any(not o.strip() for o in self.options):
-            raise ValueError(f"item {self.id!r}: empty option in {self.options!r}")
+            raise TaskError(f"item {self.id!r}: empty option in {self.options!r}")
         if len(set(self.options)) != len(self.options):
-            raise ValueError(f"item {self.id!r}: duplicate options in {self.options!r}")
+            raise TaskError(f"item {self.id!r}: duplicate options in {self.options!r}")
         if not isinstance(self.label, int) or isinstance(self.label, bool):
-            raise ValueError(f"item {self.id!r}: label must be an int, got {self.label!r}")
+            raise TaskError(f"item {self.id!r}: label must be an int, got {self.label!r}")
         if not 0 <= self.label < len(self.options):
-            raise ValueError(
+            raise TaskError(
                 f"item {self.id!r}: label {self.label} out of range for {len(self.options)} options"
             )
 
@@ -102,13 +108,13 @@ def build_fewshot(
     where the pool allows.  A shared preamble (``meta["preamble"]``, e.g. MMLU's header)
     is written once at the top.  The returned item records ``meta["fewshot_ids"]``.
 
-    Raises ValueError if the pool (without the item) has fewer than ``k`` items, or on an
+    Raises TaskError if the pool (without the item) has fewer than ``k`` items, or on an
     unknown ``balanced_by``.
     """
     if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+        raise TaskError(f"k must be >= 0, got {k}")
     if balanced_by not in (None, "category", "label"):
-        raise ValueError(f"balanced_by must be None, 'category' or 'label', got {balanced_by!r}")
+        raise TaskError(f"balanced_by must be None, 'category' or 'label', got {balanced_by!r}")
     if k == 0:
         return dataclasses.replace(item, meta={**item.meta, "fewshot_ids": [], "k": 0})
     candidates = [
@@ -117,7 +123,7 @@ def build_fewshot(
         if x.id != item.id and not (x.context == item.context and x.options == item.options)
     ]
     if len(candidates) < k:
-        raise ValueError(
+        raise TaskError(
             f"few-shot pool has {len(candidates)} items besides {item.id!r}, need k={k}"
         )
     rng = random.Random(f"{seed}:{item.id}")

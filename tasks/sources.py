@@ -1,6 +1,7 @@
 """Where a task's records come from: a local file, the ``datasets`` hub, or the fixture.
 
-``load_records`` is the one entry point the loaders use.  Its contract:
+``located_records`` is the one entry point the loaders use (``load_records`` without the
+locations).  Its contract:
 
 - ``data=PATH``: read that file (``.jsonl``, ``.json`` holding a list or ``{"data": [...]}``,
   or ``.csv`` with a header row), with the hub's own field names;
@@ -9,7 +10,8 @@
   unless ``HF_DATASETS_OFFLINE`` / ``HF_HUB_OFFLINE`` is set.  Any failure becomes a
   :class:`MissingDatasetError` that says exactly how to pass the file instead.
 
-The fixture is never a silent fallback.
+The fixture is never a silent fallback.  A malformed record raises :class:`TaskError` naming
+the file and line (``located_records`` pairs each record with where it came from) and the field.
 """
 
 from __future__ import annotations
@@ -22,13 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import MissingDatasetError, TaskError
+
 FIXTURE_DIR = Path(__file__).parent / "fixtures"
 FIXTURE = "fixture"
 _TRUE = {"1", "true", "yes", "on"}
-
-
-class MissingDatasetError(FileNotFoundError):
-    """A task's data is neither a local file nor reachable on the hub."""
 
 
 @dataclass(frozen=True)
@@ -68,25 +68,59 @@ def how_to_provide(task: str, source: HubSource, split: str) -> str:
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a JSONL, JSON or CSV file into a list of dict records."""
+    return [record for _, record in read_located(path)]
+
+
+def read_located(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` for each record of a JSONL, JSON or CSV file; ``where`` names the
+    file and line (``"boolq.jsonl line 3"``) for error messages. Raises TaskError on a line
+    that is not a JSON object, or an unsupported file type."""
     path = Path(path)
     if not path.is_file():
         raise MissingDatasetError(f"data file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if suffix == ".json":
-        with path.open(encoding="utf-8") as f:
-            obj = json.load(f)
-        if isinstance(obj, dict) and isinstance(obj.get("data"), list):
-            obj = obj["data"]
-        if not isinstance(obj, list):
-            raise ValueError(f"{path}: expected a JSON list of records or {{'data': [...]}}")
-        return obj
-    if suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    raise ValueError(f"{path}: unsupported extension {suffix!r}; use .jsonl, .json, .csv or .tsv")
+    try:
+        if suffix == ".jsonl":
+            return _read_jsonl(path)
+        if suffix == ".json":
+            with path.open(encoding="utf-8") as f:
+                try:
+                    obj = json.load(f)
+                except json.JSONDecodeError as err:
+                    raise TaskError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+            if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+                obj = obj["data"]
+            if not isinstance(obj, list):
+                raise TaskError(f"{path}: expected a JSON list of records or {{'data': [...]}}, got {type(obj).__name__}")
+            return [(_check_object(r, f"{path} record {i}"), r) for i, r in enumerate(obj)]
+        if suffix in (".csv", ".tsv"):
+            with path.open(encoding="utf-8", newline="") as f:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                return [(f"{path} line {reader.line_num}", row) for row in reader]
+    except UnicodeDecodeError as err:
+        raise TaskError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    raise TaskError(f"{path}: unsupported extension {suffix!r}; use .jsonl, .json, .csv or .tsv")
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TaskError(f"{where}: not valid JSON ({err.msg})") from None
+            out.append((_check_object(record, where), record))
+    return out
+
+
+def _check_object(record: Any, where: str) -> str:
+    if not isinstance(record, dict):
+        raise TaskError(f"{where}: a record must be a JSON object with named fields, got {type(record).__name__}")
+    return where
 
 
 def load_hub(source: HubSource, split: str) -> list[dict[str, Any]]:
@@ -122,6 +156,18 @@ def load_records(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Records of ``task`` from a file, the fixture, or the hub (see module docstring)."""
+    return [record for _, record in located_records(task, source, split, data, limit)]
+
+
+def located_records(
+    task: str,
+    source: HubSource,
+    split: str = "validation",
+    data: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` pairs, as :func:`load_records`; ``where`` says which file and line
+    (or which hub record) a record came from, for the loaders' error messages."""
     kind, path = resolve_source(task, source, split, data)
     if kind == "hub":
         if hub_offline():
@@ -136,15 +182,21 @@ def load_records(
                 f"task {task!r}: could not load {source.path!r} from the hub "
                 f"({type(exc).__name__}: {exc}). " + how_to_provide(task, source, split)
             ) from exc
+        located = [(f"hub {source.path} {split} record {i}", r) for i, r in enumerate(records)]
     else:
-        records = read_records(path)
-    return records[:limit] if limit is not None else records
+        try:
+            located = read_located(path)
+        except MissingDatasetError:
+            raise
+        except TaskError as err:
+            raise TaskError(f"task {task!r}, {err}") from None
+    return located[:limit] if limit is not None else located
 
 
 def parse_label(value: Any, names: Sequence[str], *, task: str, where: str) -> int:
     """Turn a label given as int, bool, digit string or class name into an index.
 
-    Raises ValueError for a hidden label (``-1``, as in GLUE/SuperGLUE test splits) or a
+    Raises TaskError for a hidden label (``-1``, as in GLUE/SuperGLUE test splits) or a
     value that is none of these.
     """
     if isinstance(value, bool):
@@ -158,20 +210,25 @@ def parse_label(value: Any, names: Sequence[str], *, task: str, where: str) -> i
     elif isinstance(value, str) and value.strip().lower() in ("true", "false"):
         index = int(value.strip().lower() == "true")
     else:
-        raise ValueError(f"task {task!r}, {where}: cannot read label {value!r}; expected one of {list(names)} or 0..{len(names) - 1}")
+        raise TaskError(f"task {task!r}, {where}: cannot read label {value!r}; expected one of {list(names)} or 0..{len(names) - 1}")
     if index == -1:
-        raise ValueError(
+        raise TaskError(
             f"task {task!r}, {where}: label is -1 (hidden, as in a test split); use a split with labels"
         )
     if not 0 <= index < len(names):
-        raise ValueError(f"task {task!r}, {where}: label {index} out of range 0..{len(names) - 1}")
+        raise TaskError(f"task {task!r}, {where}: label {index} out of range 0..{len(names) - 1}")
     return index
 
 
-def require(record: dict[str, Any], fields: Sequence[str], *, task: str, where: str) -> None:
-    """Raise a KeyError naming the missing fields and the ones the record has."""
-    missing = [f for f in fields if f not in record]
+def require(record: dict[str, Any], fields: Sequence[str], *, task: str, where: str,
+            text: Sequence[str] = ()) -> None:
+    """Raise a TaskError naming the missing fields and the ones the record has, or the first
+    field of ``text`` whose value is not a string (a number or list where text belongs would
+    otherwise fail deep in a loader, or be scored as its ``str()``)."""
+    missing = [f for f in dict.fromkeys((*fields, *text)) if f not in record]
     if missing:
-        raise KeyError(
-            f"task {task!r}, {where}: missing field(s) {missing}; record has {sorted(record)}"
-        )
+        raise TaskError(f"task {task!r}, {where}: missing field(s) {missing}; record has {sorted(record)}")
+    for name in text:
+        if not isinstance(record[name], str):
+            raise TaskError(f"task {task!r}, {where}: field {name!r} must be a string, "
+                            f"got {type(record[name]).__name__} {record[name]!r:.60}")

@@ -10,6 +10,7 @@ from tasks.benchmarks import TASKS, load_task
 from tasks.benchmarks.syntaxgym import FormulaError, Prediction, SyntaxGymItem
 from tasks.benchmarks.triviaqa import is_correct, normalize_answer
 from tasks.items import MCItem, build_fewshot
+from tasks.errors import TaskError
 from tasks.sources import MissingDatasetError
 
 MC_TASKS = sorted(n for n in TASKS if n != "syntaxgym")
@@ -58,7 +59,7 @@ def test_hub_failure_becomes_clear_error(monkeypatch):
 
 
 def test_unknown_task_names_valid_ones():
-    with pytest.raises(KeyError, match="valid tasks: .*boolq.*mmlu"):
+    with pytest.raises(TaskError, match="valid tasks: .*boolq.*mmlu"):
         load_task("superglue_everything")
 
 
@@ -207,3 +208,90 @@ def test_fewshot_balanced_and_preamble_once():
     assert shot.context.count("The following are multiple choice questions") == 1
     labels = build_fewshot(pool, pool[0], k=4, seed=1, balanced_by="label")
     assert sorted(x.label for x in pool if x.id in labels.meta["fewshot_ids"]) == [0, 1, 2, 3]
+
+
+# -- malformed local files: one TaskError naming the file, line and field -------------------------
+TEXT_FIELD = {"boolq": "question", "cb": "premise", "cola": "sentence", "copa": "choice1", "rte": "hypothesis",
+              "wic": "word", "stsb": "sentence1", "mmlu": "question", "imppres": "premise",
+              "implicature": "utterance", "triviaqa_mc": "question", "triviaqa_ptrue": "question"}
+
+
+def _fixture_records(name):
+    return [json.loads(line) for line in (sources.FIXTURE_DIR / TASKS[name].__module__.split(".")[-1]
+                                          ).with_suffix(".jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_FIELD))
+@pytest.mark.parametrize("value", [5, ["a", "list"], None])
+def test_non_string_field_names_file_line_and_field(name, value, tmp_path):
+    assert sorted(TEXT_FIELD) == MC_TASKS  # every multiple-choice loader is covered
+    records = _fixture_records(name)[:6]
+    field = TEXT_FIELD[name]
+    records[2] = {**records[2], field: value}
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records[:2]) + "\n\n" + "\n".join(json.dumps(r) for r in records[2:]))
+    with pytest.raises(TaskError, match=rf"task '{name}', .*{name}.jsonl line 4: field '{field}' must be a string, "
+                                         rf"got {type(value).__name__}"):
+        load_task(name, data=str(path))
+
+
+def test_csv_rows_are_located_by_line(tmp_path):
+    path = tmp_path / "rte.csv"
+    path.write_text("premise,hypothesis,label\nA cat sat.,An animal sat.,0\nA cat sat.\n")  # row 2 lacks cells
+    with pytest.raises(TaskError, match=r"rte.csv line 3: field 'hypothesis' must be a string, got NoneType"):
+        load_task("rte", data=str(path))
+
+
+@pytest.mark.parametrize("name, record, message", [
+    ("mmlu", {"question": "q", "subject": "s", "choices": [1, 2, 3, 4], "answer": 0}, "'choices' must be a list of 4 strings"),
+    ("mmlu", {"question": "q", "subject": "s", "choices": "not json", "answer": 0}, "'choices' must be a list of 4 strings"),
+    ("stsb", {"sentence1": "a", "sentence2": "b", "label": "high"}, "label must be a number in \\[0, 5\\], got 'high'"),
+    ("copa", {"premise": "p", "choice1": "a", "choice2": "b", "question": ["cause"], "label": 0}, "field 'question' must be a string"),
+    ("triviaqa_mc", {"question": "q", "answer": 7}, "field 'answer' must be a string or an object"),
+    ("triviaqa_mc", {"question": "q", "answer": {"value": "v", "aliases": "v"}}, "'aliases' must be a list of strings"),
+    ("boolq", {"question": "q", "passage": "p", "label": [1]}, "cannot read label \\[1\\]"),
+])
+def test_malformed_record_fields(name, record, message, tmp_path):
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(TaskError, match=rf"task '{name}', .*line 1: .*{message}"):
+        load_task(name, data=str(path))
+
+
+@pytest.mark.parametrize("suffix, content, message", [
+    (".jsonl", '{"question": "q"}\n[1, 2]\n', r"x.jsonl line 2: a record must be a JSON object"),
+    (".jsonl", '{"question": "q"}\n{"question": \n', r"x.jsonl line 2: not valid JSON"),
+    (".json", '[{"question": "q"}, 3]', r"x.json record 1: a record must be a JSON object"),
+    (".json", '{"rows": []}', r"x.json: expected a JSON list of records"),
+    (".txt", "question", r"x.txt: unsupported extension '.txt'"),
+])
+def test_malformed_files_name_file_and_line(suffix, content, message, tmp_path):
+    path = tmp_path / f"x{suffix}"
+    path.write_text(content)
+    with pytest.raises(TaskError, match=rf"task 'boolq', .*{message}"):
+        load_task("boolq", data=str(path))
+
+
+def test_headerless_mmlu_row_with_missing_columns(tmp_path):
+    path = tmp_path / "astronomy_val.csv"
+    path.write_text("What is H2O?,Water,Salt,Sand,Gold,A\nWhich is a noble gas?,Oxygen,Neon\n")
+    with pytest.raises(TaskError, match=r"astronomy_val.csv line 2: a headerless MMLU row has 6 columns .* got 3"):
+        load_task("mmlu", data=str(path))
+
+
+def test_malformed_syntaxgym_suite_names_the_file(tmp_path):
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"meta": {"name": "x"}, "predictions": [], "items": [{"conditions": 3}]}))
+    with pytest.raises(TaskError, match=r"task 'syntaxgym', .*suite.json: not a SyntaxGym suite"):
+        load_task("syntaxgym", data=str(path))
+
+
+def test_task_errors_are_interp_errors():
+    from interp import InterpError
+    from tasks.toy_world import prompts
+
+    assert issubclass(MissingDatasetError, InterpError) and issubclass(MissingDatasetError, FileNotFoundError)
+    with pytest.raises(InterpError, match="unknown style 'nope'"):
+        prompts("nope")
+    with pytest.raises(InterpError, match="need k=12"):
+        build_fewshot(load_task("boolq", data="fixture"), load_task("boolq", data="fixture")[0], k=12, seed=0)

@@ -72,7 +72,7 @@ HEADS = "z"  # internal point name: the attention output projection's input
 
 def patch_sweep(
     lm, corrupted, clean, metric: Metric, hook: str = "resid_pre", chunk_size: int | None = None,
-    *, resume: bool = True, skip_unchanged: bool = True, progress: bool | None = None,
+    *, resume: bool = True, skip_unchanged: bool = True, progress: bool = False,
     kv_prefix: bool = True,
 ) -> Float[Tensor, "layer pos"]:
     """Patch ``hook`` at each (layer, position) from ``clean`` into ``corrupted``.
@@ -90,7 +90,7 @@ def patch_sweep(
         resume: start each patched run at its layer from the cached residual stream.
         skip_unchanged: give cells whose clean and corrupted activations are equal the
             corrupted run's metric without running them.
-        progress: tqdm bar over chunks (default: only for sweeps of 8 or more chunks).
+        progress: a tqdm bar over chunks (off by default: library calls stay quiet).
         kv_prefix: compute each patched run from its patched position on, reusing the
             corrupted run's keys and values before it (where the family's cache allows).
 
@@ -107,7 +107,7 @@ def patch_sweep(
 
 def patch_layers(
     lm, corrupted, clean, metric: Metric, hook: str = "resid_pre", chunk_size: int | None = None,
-    *, resume: bool = True, skip_unchanged: bool = True, progress: bool | None = None,
+    *, resume: bool = True, skip_unchanged: bool = True, progress: bool = False,
     kv_prefix: bool = True,
 ) -> Float[Tensor, " layer"]:
     """Patch ``hook`` at every position of one layer at a time: ``[n_layers]``.
@@ -121,7 +121,7 @@ def patch_layers(
 
 def patch_heads(
     lm, corrupted, clean, metric: Metric, chunk_size: int | None = None,
-    *, resume: bool = True, skip_unchanged: bool = True, progress: bool | None = None,
+    *, resume: bool = True, skip_unchanged: bool = True, progress: bool = False,
     kv_prefix: bool = True,
 ) -> Float[Tensor, "layer head"]:
     """Patch each attention head's output at all positions: ``[n_layers, n_heads]``.
@@ -368,12 +368,11 @@ def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resum
     if chunk_size is None:
         chunk_size = max(1, TOKEN_BUDGET // (batch * seq))
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of patched runs, got {chunk_size}")
+        raise InterpError(f"chunk_size must be a positive number of patched runs, got {chunk_size}")
     if kv is not None:
         plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume)
     else:
         plan = chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
-    show = len(plan) >= 8 if progress is None else progress
     unembed = _DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None)
     if kv is not None:
         # The corrupted run's own unembedding joins the first batch (entry ``None``), so that
@@ -383,7 +382,7 @@ def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resum
         unembed.baseline = scalar(metric(corr_logits)).detach().float()
     patches = _Patches(lm, point, groups, batch, seq, clean_acts, corr_resid, arity, resume)
     tails = _Tails(lm, patches, corr_ids, max(1, chunk_size // 2), unembed.add)
-    for chunk in tqdm(plan, desc=f"patching {point}", disable=not show, leave=False):
+    for chunk in tqdm(plan, desc=f"patching {point}", disable=not progress, leave=False):
         if kv is not None:
             _kv_chunk(lm, patches, corr_ids, chunk, kv, tails, unembed.add)
             continue

@@ -116,6 +116,7 @@ def _template_tokenizer(pair):
 
     from interp import LoadError
 
+    pair.check()  # a member folder without a model: say so, not what its tokenizer lacks
     source = pair.spec.source("chat")
     if source.startswith((".", "/", "~")) and not os.path.exists(source):
         raise LoadError(f"no model folder at {source!r}")

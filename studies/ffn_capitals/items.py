@@ -64,6 +64,7 @@ def read_facts_file(path: str | os.PathLike[str]) -> list[Fact]:
     if not path.is_file():
         raise StudyError(f"--facts: no file at {str(path)!r}")
     records: list[dict] = []
+    lines: list[int] = []  # each record's line in the file, for error messages
     try:
         if path.suffix.lower() in (".jsonl", ".json"):
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -75,6 +76,7 @@ def read_facts_file(path: str | os.PathLike[str]) -> list[Fact]:
                     if not isinstance(rec, dict):
                         raise StudyError(f"--facts {path}:{number} is not a JSON object")
                     records.append(rec)
+                    lines.append(number)
         else:
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
@@ -82,16 +84,22 @@ def read_facts_file(path: str | os.PathLike[str]) -> list[Fact]:
                 if missing:
                     raise StudyError(f"--facts {path}: missing column(s) {missing}; found {reader.fieldnames}; "
                                      "a CSV needs a header row with subject,answer[,split,id]")
-                records = list(reader)
+                for rec in reader:
+                    records.append(rec)
+                    lines.append(reader.line_num)
     except UnicodeDecodeError as err:
         raise StudyError(f"--facts {path}: not UTF-8 text ({err.reason})") from None
     if not records:
         raise StudyError(f"--facts {path}: no facts in the file (it is empty)")
     facts = []
-    for number, rec in enumerate(records, 1):
-        subject, answer = str(rec.get("subject") or "").strip(), str(rec.get("answer") or "").strip()
+    for index, (number, rec) in enumerate(zip(lines, records), 1):
+        odd = [k for k in ("subject", "answer", "split", "id") if rec.get(k) is not None and not isinstance(rec[k], str)]
+        if odd:  # str() would turn 5 or ["Paris"] into a "fact" silently
+            raise StudyError(f"--facts {path}:{number}: record {index}: field {odd[0]!r} must be a string, "
+                             f"got {type(rec[odd[0]]).__name__} {rec[odd[0]]!r:.60}")
+        subject, answer = (rec.get("subject") or "").strip(), (rec.get("answer") or "").strip()
         if not subject or not answer:
-            raise StudyError(f"--facts {path}: record {number} needs a non-empty subject and answer, got {rec}")
+            raise StudyError(f"--facts {path}:{number}: record {index} needs a non-empty subject and answer, got {rec}")
         split = str(rec.get("split") or "test").strip()
         facts.append(Fact(subject, answer, split, str(rec.get("id") or subject)))
     ids = [f.id for f in facts]

@@ -26,6 +26,7 @@ from tasks.benchmarks import (
     triviaqa,
     wic,
 )
+from tasks.errors import TaskError
 
 TASKS: dict[str, Callable[..., list[Any]]] = {
     "boolq": boolq.load,
@@ -47,5 +48,5 @@ TASKS: dict[str, Callable[..., list[Any]]] = {
 def load_task(name: str, data: str | None = None, limit: int | None = None, **options: Any) -> list[Any]:
     """Load task ``name`` (see :data:`TASKS`); ``options`` go to its loader (``split``, ...)."""
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
+        raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name](data=data, limit=limit, **options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.items import MCItem
-from tasks.sources import HubSource, load_records, parse_label, require
+from tasks.sources import HubSource, located_records, parse_label, require
 
 NAME = "cb"
 LABELS = ["entailment", "contradiction", "neutral"]
@@ -24,10 +24,10 @@ SOURCE = HubSource(
 )
 
 
-def to_item(record: dict[str, Any], index: int) -> MCItem:
+def to_item(record: dict[str, Any], index: int, where: str | None = None) -> MCItem:
     """One CB record as an :class:`MCItem`."""
-    where = f"record {index}"
-    require(record, ["premise", "hypothesis", "label"], task=NAME, where=where)
+    where = where or f"record {index}"
+    require(record, ["label"], task=NAME, where=where, text=["premise", "hypothesis"])
     hypothesis = record["hypothesis"].strip().rstrip(".")
     return MCItem(
         id=f"{NAME}-{record.get('idx', index)}",
@@ -41,4 +41,4 @@ def to_item(record: dict[str, Any], index: int) -> MCItem:
 
 def load(split: str = "validation", data: str | None = None, limit: int | None = None) -> list[MCItem]:
     """CB items from ``data`` (file path or ``"fixture"``) or the hub."""
-    return [to_item(r, i) for i, r in enumerate(load_records(NAME, SOURCE, split, data, limit))]
+    return [to_item(r, i, w) for i, (w, r) in enumerate(located_records(NAME, SOURCE, split, data, limit))]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.errors import TaskError
 from tasks.items import MCItem
-from tasks.sources import HubSource, load_records, parse_label, require
+from tasks.sources import HubSource, located_records, parse_label, require
 
 NAME = "copa"
 CONNECTORS = {"cause": "because", "effect": "therefore"}
@@ -27,12 +28,12 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def to_item(record: dict[str, Any], index: int) -> MCItem:
+def to_item(record: dict[str, Any], index: int, where: str | None = None) -> MCItem:
     """One COPA record as an :class:`MCItem`."""
-    where = f"record {index}"
-    require(record, ["premise", "choice1", "choice2", "question", "label"], task=NAME, where=where)
+    where = where or f"record {index}"
+    require(record, ["label"], task=NAME, where=where, text=["premise", "choice1", "choice2", "question"])
     if record["question"] not in CONNECTORS:
-        raise ValueError(f"task {NAME!r}, {where}: question must be 'cause' or 'effect', got {record['question']!r}")
+        raise TaskError(f"task {NAME!r}, {where}: question must be 'cause' or 'effect', got {record['question']!r}")
     premise = record["premise"].strip()
     if premise.endswith((".", "!", "?")):
         premise = premise[:-1]
@@ -49,4 +50,4 @@ def to_item(record: dict[str, Any], index: int) -> MCItem:
 
 def load(split: str = "validation", data: str | None = None, limit: int | None = None) -> list[MCItem]:
     """COPA items from ``data`` (file path or ``"fixture"``) or the hub."""
-    return [to_item(r, i) for i, r in enumerate(load_records(NAME, SOURCE, split, data, limit))]
+    return [to_item(r, i, w) for i, (w, r) in enumerate(located_records(NAME, SOURCE, split, data, limit))]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from tasks.errors import TaskError
 from tasks.items import MCItem
-from tasks.sources import HubSource, load_records, parse_label, require
+from tasks.sources import HubSource, located_records, parse_label, require
 
 NAME = "imppres"
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -37,17 +38,17 @@ def source(subset: str = DEFAULT_SUBSET) -> HubSource:
     return HubSource(path="facebook/imppres", name=subset, fields=FIELDS, fixture="imppres.jsonl")
 
 
-def to_item(record: dict[str, Any], index: int, reading: Literal["pragmatic", "logical"] = "pragmatic") -> MCItem:
+def to_item(record: dict[str, Any], index: int, reading: Literal["pragmatic", "logical"] = "pragmatic", where: str | None = None) -> MCItem:
     """One ImpPres record as an :class:`MCItem`."""
-    where = f"record {index}"
-    require(record, ["premise", "hypothesis"], task=NAME, where=where)
+    where = where or f"record {index}"
+    require(record, [], task=NAME, where=where, text=["premise", "hypothesis"])
     if "gold_label" in record:
         key, kind = "gold_label", "presupposition"
     elif reading in ("pragmatic", "logical"):
         key, kind = ("gold_label_prag" if reading == "pragmatic" else "gold_label_log"), "implicature"
         require(record, [key], task=NAME, where=where)
     else:
-        raise ValueError(f"reading must be 'pragmatic' or 'logical', got {reading!r}")
+        raise TaskError(f"reading must be 'pragmatic' or 'logical', got {reading!r}")
     golds = {
         k: parse_label(record[k], LABELS, task=NAME, where=where)
         for k in ("gold_label", "gold_label_log", "gold_label_prag")
@@ -75,5 +76,5 @@ def load(
 ) -> list[MCItem]:
     """ImpPres items from ``data`` (file path or ``"fixture"``) or hub config ``subset``."""
     hub_split = subset.split("_", 1)[1] if data is None else split
-    records = load_records(NAME, source(subset), hub_split, data, limit)
-    return [to_item(r, i, reading) for i, r in enumerate(records)]
+    records = located_records(NAME, source(subset), hub_split, data, limit)
+    return [to_item(r, i, reading, w) for i, (w, r) in enumerate(records)]

@@ -19,8 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import TaskError
 from tasks.items import MCItem
-from tasks.sources import FIXTURE, HubSource, load_records, parse_label, require
+from tasks.sources import FIXTURE, HubSource, located_records, parse_label, require
 
 NAME = "mmlu"
 LETTERS = ["A", "B", "C", "D"]
@@ -38,15 +39,19 @@ def preamble(subject: str) -> str:
     return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
 
-def to_item(record: dict[str, Any], index: int) -> MCItem:
+def to_item(record: dict[str, Any], index: int, where: str | None = None) -> MCItem:
     """One MMLU record as an :class:`MCItem`."""
-    where = f"record {index}"
-    require(record, ["question", "subject", "choices", "answer"], task=NAME, where=where)
+    where = where or f"record {index}"
+    require(record, ["choices", "answer"], task=NAME, where=where, text=["question", "subject"])
     choices = record["choices"]
-    if isinstance(choices, str):
-        choices = json.loads(choices)
-    if len(choices) != 4:
-        raise ValueError(f"task {NAME!r}, {where}: expected 4 choices, got {len(choices)}")
+    if isinstance(choices, str):  # a JSON list inside a CSV cell
+        try:
+            choices = json.loads(choices)
+        except json.JSONDecodeError:
+            raise TaskError(f"task {NAME!r}, {where}: field 'choices' must be a list of 4 strings "
+                            f"(in a CSV, a JSON list), got {choices!r:.60}") from None
+    if not isinstance(choices, list) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+        raise TaskError(f"task {NAME!r}, {where}: field 'choices' must be a list of 4 strings, got {choices!r:.80}")
     head = preamble(record["subject"])
     body = record["question"].strip() + "\n" + "".join(
         f"{letter}. {str(choice).strip()}\n" for letter, choice in zip(LETTERS, choices)
@@ -62,17 +67,21 @@ def to_item(record: dict[str, Any], index: int) -> MCItem:
     )
 
 
-def _read_original_csv(path: Path) -> list[dict[str, Any]] | None:
-    """Rows of the original headerless release, or None if the file has a header."""
+def _read_original_csv(path: Path) -> list[tuple[str, dict[str, Any]]] | None:
+    """``(where, record)`` rows of the original headerless release, or None if the file has a header."""
     with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or rows[0][:1] == ["question"] or "question" in rows[0]:
+        reader = csv.reader(f)
+        rows = [(f"{path} line {reader.line_num}", row) for row in reader]
+    if not rows or rows[0][1][:1] == ["question"] or "question" in rows[0][1]:
         return None
     subject = re.sub(r"_(val|test|dev)$", "", path.stem)
-    return [
-        {"question": r[0], "choices": r[1:5], "answer": r[5], "subject": subject, "idx": i}
-        for i, r in enumerate(rows)
-    ]
+    out = []
+    for i, (where, r) in enumerate(rows):
+        if len(r) != 6:
+            raise TaskError(f"task {NAME!r}, {where}: a headerless MMLU row has 6 columns "
+                            f"(question, A, B, C, D, answer), got {len(r)}")
+        out.append((where, {"question": r[0], "choices": r[1:5], "answer": r[5], "subject": subject, "idx": i}))
+    return out
 
 
 def load(split: str = "validation", data: str | None = None, limit: int | None = None) -> list[MCItem]:
@@ -80,5 +89,5 @@ def load(split: str = "validation", data: str | None = None, limit: int | None =
     if data is not None and str(data) != FIXTURE and Path(data).suffix.lower() == ".csv" and Path(data).is_file():
         original = _read_original_csv(Path(data))
         if original is not None:
-            return [to_item(r, i) for i, r in enumerate(original[:limit] if limit is not None else original)]
-    return [to_item(r, i) for i, r in enumerate(load_records(NAME, SOURCE, split, data, limit))]
+            return [to_item(r, i, w) for i, (w, r) in enumerate(original[:limit] if limit is not None else original)]
+    return [to_item(r, i, w) for i, (w, r) in enumerate(located_records(NAME, SOURCE, split, data, limit))]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tasks.errors import TaskError
 from tasks.items import MCItem
-from tasks.sources import HubSource, load_records, require
+from tasks.sources import HubSource, located_records, require
 
 NAME = "stsb"
 OPTIONS = [f" {k}" for k in range(6)]
@@ -33,13 +34,16 @@ def bucket(score: float) -> int:
     return min(5, max(0, math.floor(score + 0.5)))
 
 
-def to_item(record: dict[str, Any], index: int) -> MCItem:
+def to_item(record: dict[str, Any], index: int, where: str | None = None) -> MCItem:
     """One STS-B record as an :class:`MCItem` (raw score in ``meta["score"]``)."""
-    where = f"record {index}"
-    require(record, ["sentence1", "sentence2", "label"], task=NAME, where=where)
-    score = float(record["label"])
+    where = where or f"record {index}"
+    require(record, ["label"], task=NAME, where=where, text=["sentence1", "sentence2"])
+    try:
+        score = float(record["label"])
+    except (TypeError, ValueError):
+        raise TaskError(f"task {NAME!r}, {where}: label must be a number in [0, 5], got {record['label']!r:.60}") from None
     if not 0.0 <= score <= 5.0:
-        raise ValueError(
+        raise TaskError(
             f"task {NAME!r}, {where}: similarity {score} outside [0, 5] (test splits hide labels as -1)"
         )
     return MCItem(
@@ -57,4 +61,4 @@ def to_item(record: dict[str, Any], index: int) -> MCItem:
 
 def load(split: str = "validation", data: str | None = None, limit: int | None = None) -> list[MCItem]:
     """STS-B items from ``data`` (file path or ``"fixture"``) or the hub."""
-    return [to_item(r, i) for i, r in enumerate(load_records(NAME, SOURCE, split, data, limit))]
+    return [to_item(r, i, w) for i, (w, r) in enumerate(located_records(NAME, SOURCE, split, data, limit))]

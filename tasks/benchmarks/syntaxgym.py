@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import TaskError
 from tasks.sources import FIXTURE, FIXTURE_DIR, HubSource, MissingDatasetError, hub_offline, how_to_provide
 
 NAME = "syntaxgym"
@@ -53,7 +54,7 @@ _REGION = re.compile(r"\((\d+|\*);%([\w\-]+)%\)")
 _CLOSE = {"(": ")", "[": "]"}
 
 
-class FormulaError(ValueError):
+class FormulaError(TaskError):
     """A prediction formula that does not parse."""
 
 
@@ -144,10 +145,10 @@ def _evaluate(tree: tuple, surprisals: Mapping[tuple[str, int], float]) -> float
         if region == "*":
             values = [v for (c, _), v in surprisals.items() if c == condition]
             if not values:
-                raise KeyError(f"no surprisals for condition {condition!r}")
+                raise TaskError(f"no surprisals for condition {condition!r}")
             return math.fsum(values)
         if (condition, region) not in surprisals:
-            raise KeyError(f"no surprisal for region {region} of condition {condition!r}")
+            raise TaskError(f"no surprisal for region {region} of condition {condition!r}")
         return surprisals[condition, region]
     if op == "neg":
         return -_evaluate(tree[1], surprisals)
@@ -230,13 +231,13 @@ class SyntaxGymItem:
         for prediction in self.predictions:
             for condition, region in sorted(prediction.references, key=str):
                 if condition not in self.conditions:
-                    raise ValueError(
+                    raise TaskError(
                         f"{self.id}: prediction {prediction.formula!r} names condition {condition!r}; "
                         f"conditions are {sorted(self.conditions)}"
                     )
                 numbers = [n for n, _ in self.conditions[condition]]
                 if region != "*" and region not in numbers:
-                    raise ValueError(
+                    raise TaskError(
                         f"{self.id}: prediction {prediction.formula!r} names region {region} of "
                         f"{condition!r}, which has regions {numbers}"
                     )
@@ -282,7 +283,7 @@ def suite_items(suite: dict[str, Any], limit: int | None = None) -> list[SyntaxG
     """The items of one suite dict (SyntaxGym JSON format)."""
     for key in ("meta", "predictions", "items"):
         if key not in suite:
-            raise KeyError(f"SyntaxGym suite lacks {key!r}; expected keys meta, region_meta, predictions, items")
+            raise TaskError(f"SyntaxGym suite lacks {key!r}; expected keys meta, region_meta, predictions, items")
     name = suite["meta"]["name"]
     predictions = tuple(
         Prediction(p["formula"] if isinstance(p, dict) else p) for p in suite["predictions"]
@@ -353,6 +354,13 @@ def load(
         raise MissingDatasetError(f"task {NAME!r}: {str(path)!r} does not exist. " + how_to_provide(NAME, SOURCE, split))
     items = []
     for file in files:
-        with file.open(encoding="utf-8") as f:
-            items.extend(suite_items(json.load(f)))
+        try:
+            with file.open(encoding="utf-8") as f:
+                items.extend(suite_items(json.load(f)))
+        except TaskError as err:
+            raise TaskError(f"task {NAME!r}, {file}: {err}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            # a suite whose structure differs from SyntaxGym's JSON format (fields missing or of another type)
+            raise TaskError(f"task {NAME!r}, {file}: not a SyntaxGym suite ({type(err).__name__}: {err}); expected "
+                            "keys meta, region_meta, predictions, items as in the SyntaxGym JSON format") from None
     return items[:limit] if limit is not None else items

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+from tasks.errors import TaskError
 from tasks.items import MCItem
 
 NAME = "toy_capitals"
@@ -31,7 +32,7 @@ def load(
     from tasks.toy_world import load_facts, prompts
 
     if data not in (None, "fixture"):
-        raise ValueError(f"task {NAME!r} reads the toy world shipped in tasks/toy_world; it takes no data file (got {data!r})")
+        raise TaskError(f"task {NAME!r} reads the toy world shipped in tasks/toy_world; it takes no data file (got {data!r})")
     if split == "validation":  # the study's default split name for hub tasks
         split = "test"
     capitals = sorted({f["answer"] for f in load_facts(relation="capital")})

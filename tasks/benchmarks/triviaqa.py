@@ -23,8 +23,9 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tasks.errors import TaskError
 from tasks.items import MCItem
-from tasks.sources import HubSource, load_records, require
+from tasks.sources import HubSource, located_records, require
 
 NAME_MC = "triviaqa_mc"
 NAME_PTRUE = "triviaqa_ptrue"
@@ -47,12 +48,17 @@ def normalize_answer(text: str) -> str:
 
 
 def _answer(record: dict[str, Any], where: str, task: str) -> tuple[str, list[str]]:
-    require(record, ["question", "answer"], task=task, where=where)
+    require(record, ["answer"], task=task, where=where, text=["question"])
     answer = record["answer"]
     if isinstance(answer, str):
-        value, aliases = answer, list(record.get("aliases", []))
+        value, aliases = answer, record.get("aliases", [])
+    elif isinstance(answer, dict) and isinstance(answer.get("value"), str):
+        value, aliases = answer["value"], answer.get("aliases", [])
     else:
-        value, aliases = answer["value"], list(answer.get("aliases", []))
+        raise TaskError(f"task {task!r}, {where}: field 'answer' must be a string or an object with a string "
+                        f"'value' (and 'aliases', a list of strings), got {answer!r:.60}")
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise TaskError(f"task {task!r}, {where}: 'aliases' must be a list of strings, got {aliases!r:.60}")
     return value, [value, *aliases]
 
 
@@ -75,7 +81,7 @@ def _distractors(pool: Sequence[str], aliases: Sequence[str], n: int, rng: rando
             seen.add(key)
             candidates.append(value)
     if len(candidates) < n:
-        raise ValueError(f"need {n} distractor answers, the pool has only {len(candidates)} distinct ones")
+        raise TaskError(f"need {n} distractor answers, the pool has only {len(candidates)} distinct ones")
     return rng.sample(candidates, n)
 
 
@@ -96,9 +102,10 @@ def load(
 ) -> list[MCItem]:
     """TriviaQA as ``n_options``-way multiple choice (distractors from the whole loaded set)."""
     if not 2 <= n_options <= len(LETTERS):
-        raise ValueError(f"n_options must be in 2..{len(LETTERS)}, got {n_options}")
-    records = load_records(NAME_MC, SOURCE, split, data)
-    answers = [_answer(r, f"record {i}", NAME_MC) for i, r in enumerate(records)]
+        raise TaskError(f"n_options must be in 2..{len(LETTERS)}, got {n_options}")
+    located = located_records(NAME_MC, SOURCE, split, data)
+    records = [r for _, r in located]
+    answers = [_answer(r, where, NAME_MC) for where, r in located]
     pool = [value for value, _ in answers]
     items = []
     for i, (record, (value, aliases)) in enumerate(zip(records, answers)):
@@ -137,8 +144,9 @@ def load_ptrue(
     without proposals are skipped; ``meta["proposal"]`` and ``meta["proposal_index"]`` say
     which answer an item evaluates.
     """
-    records = load_records(NAME_PTRUE, SOURCE, split, data)
-    answers = [_answer(r, f"record {i}", NAME_PTRUE) for i, r in enumerate(records)]
+    located = located_records(NAME_PTRUE, SOURCE, split, data)
+    records = [r for _, r in located]
+    answers = [_answer(r, where, NAME_PTRUE) for where, r in located]
     pool = [value for value, _ in answers]
     items = []
     for i, (record, (value, aliases)) in enumerate(zip(records, answers)):

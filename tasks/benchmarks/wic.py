@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.items import MCItem
-from tasks.sources import HubSource, load_records, parse_label, require
+from tasks.sources import HubSource, located_records, parse_label, require
 
 NAME = "wic"
 OPTIONS = [" no", " yes"]
@@ -22,10 +22,10 @@ SOURCE = HubSource(
 )
 
 
-def to_item(record: dict[str, Any], index: int) -> MCItem:
+def to_item(record: dict[str, Any], index: int, where: str | None = None) -> MCItem:
     """One WiC record as an :class:`MCItem`."""
-    where = f"record {index}"
-    require(record, ["word", "sentence1", "sentence2", "label"], task=NAME, where=where)
+    where = where or f"record {index}"
+    require(record, ["label"], task=NAME, where=where, text=["word", "sentence1", "sentence2"])
     return MCItem(
         id=f"{NAME}-{record.get('idx', index)}",
         task=NAME,
@@ -41,4 +41,4 @@ def to_item(record: dict[str, Any], index: int) -> MCItem:
 
 def load(split: str = "validation", data: str | None = None, limit: int | None = None) -> list[MCItem]:
     """WiC items from ``data`` (file path or ``"fixture"``) or the hub."""
-    return [to_item(r, i) for i, r in enumerate(load_records(NAME, SOURCE, split, data, limit))]
+    return [to_item(r, i, w) for i, (w, r) in enumerate(located_records(NAME, SOURCE, split, data, limit))]

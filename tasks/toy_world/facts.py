@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from tasks.errors import TaskError
+
 DATA_DIR = Path(__file__).parent / "data"
 DATA_FILES = ("countries.csv", "verbs.csv", "words.csv", "templates.json", "contexts.json")
 RELATIONS = ("capital", "language", "past", "upper")
@@ -52,7 +54,7 @@ def load_facts(relation: str = "capital", include_multiword: bool = True) -> lis
     always "train") and, for country relations, ``continent``.
     """
     if relation not in _RELATION_SOURCE:
-        raise ValueError(f"unknown relation {relation!r}; choose from {RELATIONS}")
+        raise TaskError(f"unknown relation {relation!r}; choose from {RELATIONS}")
     name, subj_col, ans_col = _RELATION_SOURCE[relation]
     out = []
     for row in _read_csv(name):
@@ -74,7 +76,7 @@ def templates(relation: str = "capital") -> list[dict]:
     """Surface forms of a relation: ``name``, ``style``, ``split``, ``text`` (see templates.json)."""
     table = _read_json("templates.json")
     if relation not in table or relation.startswith("_"):
-        raise ValueError(f"unknown relation {relation!r}; choose from {RELATIONS}")
+        raise TaskError(f"unknown relation {relation!r}; choose from {RELATIONS}")
     return [dict(t) for t in table[relation]]
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import random
 
+from tasks.errors import TaskError
+
 from .facts import contexts, load_facts, templates
 
 STYLES = ("zero", "one", "few", "qa", "unseen", "chat", "harmful", "benign",
@@ -42,7 +44,7 @@ _QA_QUESTION = {
 def _prefix(text: str) -> str:
     """Template text up to the answer slot."""
     if not text.rstrip(" .").endswith("{answer}"):
-        raise ValueError(f"template has no final answer slot: {text!r}")
+        raise ValueError(f"template has no final answer slot: {text!r}")  # shipped data: a bug, not input
     return text[: text.index("{answer}")].rstrip()
 
 
@@ -50,7 +52,7 @@ def _template(relation: str, style: str) -> dict:
     for t in templates(relation):
         if t["style"] == style:
             return t
-    raise ValueError(f"relation {relation!r} has no template for style {style!r}")
+    raise TaskError(f"relation {relation!r} has no template for style {style!r}")
 
 
 def _keep(split: str, item_split: str) -> bool:
@@ -72,9 +74,9 @@ def merullo_qa(relation: str, subject: str, answer: str | None = None) -> str:
 def prompts(style: str, split: str = "test", relation: str = "capital") -> list[dict]:
     """Prompts of one style (see the module docstring) for the facts of ``split``."""
     if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
+        raise TaskError(f"unknown style {style!r}; choose from {STYLES}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        raise TaskError(f"unknown split {split!r}; choose from {SPLITS}")
     facts = load_facts(relation)
     out = []
     if style in ("zero", "chat", "unseen"):
@@ -99,7 +101,7 @@ def prompts(style: str, split: str = "test", relation: str = "capital") -> list[
             out.append(_record("\n".join(lines), f, style, f["split"]))
     else:
         if relation != "capital":
-            raise ValueError(f"style {style!r} exists for relation 'capital' only")
+            raise TaskError(f"style {style!r} exists for relation 'capital' only")
         ctx = contexts()
         kind = style.removeprefix("chat_")
         for f in facts:

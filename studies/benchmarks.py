@@ -164,9 +164,10 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
     from probes.generation import generate, map_to_option
     from probes.logprobs import Skipped
     from probes.multiple_choice import score_items
+    from studies._common import StudyError
 
     if truncate not in TRUNCATE:
-        raise ValueError(f"unknown truncate {truncate!r}; valid: {', '.join(TRUNCATE)}")
+        raise StudyError(f"unknown truncate {truncate!r}; valid: {', '.join(TRUNCATE)}")
     rows = []
     scores = dict(enumerate(score_items(lm, [w.item for w in chunk], layers=layers, batch_size=batch_size,
                                         truncate=truncate)))

@@ -7,6 +7,7 @@ import torch
 from probes.generation import generate, map_to_option
 from probes.multiple_choice import MCScore, option_length, score_items
 from tasks.items import MCItem
+from tests.conftest import harness_loglik
 
 ITEMS = [
     MCItem("a", "t", "the capital of france is", [" paris", " warsaw madrid", " rome italy red"], 0),
@@ -61,25 +62,6 @@ HARNESS = [("the capital of france is", " ", ["paris", "warsaw madrid", "rome it
            ("i plan to visit the city of", " ", ["one two three four", "red", "blue green"])]
 
 
-def _oracle(model, tok, norm, context: str, option: str) -> dict:
-    """lm-evaluation-harness's loglikelihood of one option, with the HF model on the whole
-    ``context + option`` sequence alone (no padding, no cache): the context's trailing
-    whitespace moves to the option, the option's tokens are those after ``encode(context)``."""
-    stripped = context.rstrip()
-    ctx_ids = tok(stripped)["input_ids"]
-    whole = tok(stripped + context[len(stripped):] + option)["input_ids"]
-    cont = whole[len(ctx_ids):]
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([whole]), output_hidden_states=True)
-    rows = slice(len(ctx_ids) - 1, len(whole) - 1)  # the positions that predict the option's tokens
-    # hidden_states[l + 1] is block l's output except the last (normalised by HF): use the logits there
-    per_layer = [model.get_output_embeddings()(norm(h[0, rows])) for h in out.hidden_states[1:-1]]
-    target = torch.tensor(cont)
-    lp = [x.log_softmax(-1)[torch.arange(len(cont)), target] for x in per_layer + [out.logits[0, rows]]]
-    return {"n_tokens": len(cont), "by_layer": [float(x.sum()) for x in lp],
-            "greedy": bool((out.logits[0, rows].argmax(-1) == target).all())}
-
-
 @pytest.mark.parametrize("method", ["kv", "naive"])
 def test_scores_equal_the_hf_model_on_each_whole_sequence(lm, family, method):
     model, tok = lm.model, lm.tokenizer
@@ -89,7 +71,7 @@ def test_scores_equal_the_hf_model_on_each_whole_sequence(lm, family, method):
     scores = score_items(lm, items, layers="all", method=method, batch_size=2)
     assert [s.item_id for s in scores] == ["0", "1", "2"]
     for score, item, (_, _, choices) in zip(scores, items, HARNESS):
-        oracle = [_oracle(model, tok, norm, item.context, option) for option in item.options]
+        oracle = [harness_loglik(model, tok, norm, item.context, option) for option in item.options]
         final = np.array([o["by_layer"][-1] for o in oracle])
         chars = np.array([len(c) for c in choices])
         np.testing.assert_allclose(score.loglik(), final, atol=1e-4, rtol=0)

@@ -149,3 +149,34 @@ def harness_chars(option: str) -> int:
     """lm-evaluation-harness's acc_norm length: the choice's characters, without the one
     leading space that is its target delimiter."""
     return len(option) - 1 if option.startswith(" ") else len(option)
+
+
+def png_rgb(path) -> np.ndarray:
+    """A PNG read back as ``[height, width, 3]`` floats in [0, 1]."""
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)[..., :3]
+
+
+def color_share(rgb: np.ndarray, hex_color: str, tol: float = 0.03) -> float:
+    """Fraction of pixels within ``tol`` (per channel) of ``hex_color`` (``"#4C72B0"``)."""
+    target = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return float((np.abs(rgb - target) <= tol).all(-1).mean())
+
+
+def assert_figure_files(stem, colors=(), min_ink: float = 0.02) -> np.ndarray:
+    """``stem.png`` and ``stem.pdf`` hold a drawn figure: the PNG is not blank (at least
+    ``min_ink`` of its pixels are not white) and shows each of ``colors``; the PDF has one
+    page. Returns the PNG's pixels."""
+    import re
+    from pathlib import Path
+
+    stem = Path(stem)
+    rgb = png_rgb(stem.with_name(stem.name + ".png"))
+    ink = float((rgb < 0.95).any(-1).mean())
+    assert ink >= min_ink, f"{stem}.png is nearly blank ({ink:.3%} ink)"
+    for color in colors:
+        assert color_share(rgb, color) > 1e-3, f"{stem}.png shows no {color}"
+    pdf = stem.with_name(stem.name + ".pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
+    return rgb

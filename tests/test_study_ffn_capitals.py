@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from study_cli import rows_of, run_study_cli
 
 import interp
+from figures._save import MODEL_COLORS
 from interp.transplant import ablate_each_layer
 from studies import _common
 from studies import ffn_capitals as fc
 from tasks import toy_world
+from tests.conftest import assert_figure_files
 
 FIGURES = ("answer_rank_by_layer", "answer_prob_by_layer", "first_top1_layer", "transplant_by_layer",
            "sublayer_contribution")
@@ -47,13 +51,37 @@ def test_files_written(full):
     for name in ("results.jsonl", "summary.csv", "meta.json", "top_tokens.md"):
         assert (out / name).stat().st_size > 0, name
     for stem in FIGURES:
-        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
-        assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+        assert_figure_files(out / stem, colors=(MODEL_COLORS["base"], MODEL_COLORS["chat"]))
     meta = json.loads((out / "meta.json").read_text())
     assert meta["models"] == {m: interp.PAIRS["toy"].source(m) for m in ("base", "chat")}
     assert meta["seed"] == 0 and meta["options"]["limit"] == 4 and meta["versions"]["torch"] == torch.__version__
     assert len(meta["conditions"]) == N_CONDITIONS and meta["n_rows"] == 2 * N_CONDITIONS * 4
     assert "Same top tokens?" in proc.stdout and "Which sublayer writes the answer?" in proc.stdout
+
+
+def test_figures_draw_the_summary(full, tmp_path, monkeypatch):
+    import figures.rank_by_layer
+
+    out, _ = full
+    drawn, original = {}, figures.rank_by_layer.save
+
+    def capture(fig, stem, **kwargs):  # keep the Figure each plot saves
+        drawn[Path(stem).name] = fig
+        return original(fig, stem, **kwargs)
+
+    monkeypatch.setattr(figures.rank_by_layer, "save", capture)
+    summary = pd.read_csv(out / "summary.csv")
+    fc.make_figures(fc.summarize(rows_of(out)), rows_of(out), tmp_path)
+    for stem, column, shift in (("answer_rank_by_layer", "answer_rank_mean", 1), ("answer_prob_by_layer", "answer_prob_mean", 0)):
+        panels = [ax for ax in drawn[stem].axes if ax.get_visible()]
+        assert sorted(ax.get_title() for ax in panels) == sorted(set(summary["condition"]))
+        for ax in panels:
+            part = summary[summary["condition"] == ax.get_title()]
+            assert [line.get_label() for line in ax.lines] == ["base", "chat"]
+            for line in ax.lines:
+                d = part[part["model"] == line.get_label()].sort_values("layer")
+                np.testing.assert_allclose(line.get_xdata(), d["layer"])
+                np.testing.assert_allclose(line.get_ydata(), d[column] + shift, atol=1e-5)
 
 
 def _rank(logits, target: int, eps: float = 1e-4) -> range:

@@ -13,10 +13,11 @@ import transformers
 from study_cli import rows_of, run_study_cli
 
 import interp
+from figures._save import MODEL_COLORS
 from studies import benchmarks
 from tasks import toy_world
 from tasks.benchmarks import TASKS, toy_capitals
-from tests.conftest import harness_chars, harness_loglik
+from tests.conftest import assert_figure_files, harness_chars, harness_loglik
 
 ARGS = ["--tasks", "toy_capitals,copa,wic,cola", "--limit", "4", "--shots", "0,1", "--generate", "1",
         "--max-new-tokens", "4", "--no-figures"]
@@ -173,3 +174,26 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "does not exist" in proc.stderr and "--data PATH" in proc.stderr
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_figures_draw_the_summary(tmp_path, monkeypatch):
+    import figures.task_bars
+
+    cli("--tasks", "toy_capitals,cola", "--limit", "3", "--generate", "0", "--out", str(tmp_path))
+    for stem in ("accuracy_0shot_raw", "accuracy_by_layer_0shot_raw"):
+        assert_figure_files(tmp_path / stem, colors=(MODEL_COLORS["base"], MODEL_COLORS["chat"]))
+    drawn, original = [], figures.task_bars.save
+
+    def capture(fig, stem, **kwargs):  # keep the Figure the bar chart saves
+        drawn.append(fig)
+        return original(fig, stem, **kwargs)
+
+    monkeypatch.setattr(figures.task_bars, "save", capture)
+    summary = pd.read_csv(tmp_path / "summary.csv", dtype={"layer": str})
+    benchmarks.make_figures(summary, tmp_path / "again")
+    (ax,) = drawn[0].axes
+    final = summary[summary.layer == "final"].set_index(["model", "task"])
+    tasks = [t.get_text() for t in ax.get_xticklabels()]
+    assert sorted(tasks) == ["cola", "toy_capitals"]
+    expected = [final.loc[(m, t), "acc"] for m in ("base", "chat") for t in tasks]
+    np.testing.assert_allclose([b.get_height() for b in ax.patches], expected, atol=1e-6)

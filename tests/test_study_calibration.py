@@ -5,6 +5,7 @@ out from their definitions."""
 
 import json
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,10 @@ import transformers
 from study_cli import rows_of, run_study_cli
 
 import interp
+from figures._save import MODEL_COLORS
+from studies import calibration
 from tasks.benchmarks import TASKS, toy_capitals
-from tests.conftest import harness_loglik
+from tests.conftest import assert_figure_files, harness_loglik
 
 TASK_NAMES = ("toy_capitals", "cola", "triviaqa_mc", "triviaqa_ptrue")  # cola: an NLL-optimal temperature inside the bounds
 N_BINS, LIMIT, N_LAYERS = 5, 6, 6
@@ -163,3 +166,29 @@ def test_p_true_rows_are_the_renormalised_probability_of_true(run):
         if r["task"] == "triviaqa_ptrue" and not r.get("skipped"):
             final = np.array(r["logprobs"][0])  # readouts: final first
             assert r["p_true"] == pytest.approx(1 / (1 + np.exp(final[1] - final[0])), abs=1e-5)
+
+
+def test_figures_draw_the_tables(run, tmp_path, monkeypatch):
+    import figures.reliability
+
+    out, _ = run
+    colors = (MODEL_COLORS["base"], MODEL_COLORS["chat"])
+    for stem in [f"reliability_{t}" for t in TASK_NAMES] + ["ece_by_layer", "ece_by_temperature"]:
+        assert_figure_files(out / stem, colors=colors)
+    drawn, original = {}, figures.reliability.save
+
+    def capture(fig, stem, **kwargs):  # keep the Figure each reliability diagram saves
+        drawn[Path(stem).name] = fig
+        return original(fig, stem, **kwargs)
+
+    monkeypatch.setattr(figures.reliability, "save", capture)
+    summary = pd.read_csv(out / "summary.csv", dtype={"layer": str})
+    bins = pd.read_csv(out / "reliability.csv")
+    calibration.make_figures(summary, bins, pd.read_csv(out / "temperature.csv"), tmp_path)
+    final = summary[summary.layer == "final"].set_index(["model", "task"])
+    for task in TASK_NAMES:
+        axes = drawn[f"reliability_{task}"].axes
+        for j, model in enumerate(("base", "chat")):
+            assert axes[j].get_title().startswith(f"{model}: ECE = {final.loc[(model, task), 'ece']:.3f}")
+            mine = bins[(bins.model == model) & (bins.task == task)].sort_values("bin")
+            np.testing.assert_allclose([p.get_height() for p in axes[2 + j].patches], mine["count"])

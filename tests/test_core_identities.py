@@ -162,11 +162,28 @@ def test_hooks_are_removed_even_when_an_intervention_fails(lm):
 
 
 def test_captures_are_copies_the_model_cannot_touch(lm):
-    run = lm.run(PROMPTS[0], capture=["blocks.0.hook_resid_post"])
-    snapshot = run.cache["blocks.0.hook_resid_post"].clone()
-    lm.run(PROMPTS[1], capture=["blocks.0.hook_resid_post"])
-    assert torch.equal(run.cache["blocks.0.hook_resid_post"], snapshot)
-    assert not run.cache["blocks.0.hook_resid_post"].requires_grad
+    # Block 0's output is the very tensor block 1 receives; a module (here a plain PyTorch
+    # pre-hook standing in for a fused kernel) that changes it in place later in the same
+    # forward pass must not reach the capture.
+    name = "blocks.0.hook_resid_post"
+    untouched = lm.run(PROMPTS[0], capture=[name]).cache[name]
+
+    def mutate_in_place(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden.mul_(-3.0).add_(7.0)
+
+    blocks = lm.model.get_submodule(lm.arch.blocks)
+    handle = blocks[1].register_forward_pre_hook(mutate_in_place, with_kwargs=True)
+    try:
+        run = lm.run(PROMPTS[0], capture=[name])
+    finally:
+        handle.remove()
+    assert not torch.allclose(run.logits, lm.run(PROMPTS[0]).logits), "the in-place edit must act"
+    torch.testing.assert_close(run.cache[name], untouched, atol=0, rtol=0)
+    snapshot = run.cache[name].clone()
+    lm.run(PROMPTS[1], capture=[name])  # a later run must not reuse the captured storage either
+    assert torch.equal(run.cache[name], snapshot)
+    assert not run.cache[name].requires_grad
 
 
 def test_hook_names_are_in_execution_order_and_all_capturable(lm):

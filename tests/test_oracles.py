@@ -2,7 +2,8 @@
 
 TransformerLens 4 (``TransformerBridge``, booted offline without weight processing) and
 nnsight 0.8 (a trace over the HF model) must agree with ``lm.run`` captures of
-``resid_pre``, ``mlp_out`` and ``resid_post`` at every layer, to 1e-4, for GPT-2 and Llama.
+``resid_pre``, ``mlp_out`` and ``resid_post`` (nnsight also ``attn_out`` and the final norm)
+at every layer, to 1e-4, for GPT-2 and Llama. Neither oracle reads our adapter table.
 """
 
 import copy
@@ -44,29 +45,42 @@ def test_transformer_lens_bridge_agrees(setup, tokenizer):
         torch.testing.assert_close(cache[name], ours[name], atol=ATOL, rtol=0, msg=f"{family} {name}")
 
 
+def _gpt2_points(wrapped, layer):
+    """GPT-2's HF module names: ``transformer.h[l]`` with ``attn`` and ``mlp`` inside."""
+    block = wrapped.transformer.h[layer]
+    return {"resid_pre": block.input, "attn_out": block.attn.output[0],
+            "mlp_out": block.mlp.output, "resid_post": block.output}
+
+
+def _llama_points(wrapped, layer):
+    """Llama's HF module names: ``model.layers[l]`` with ``self_attn`` and ``mlp`` inside."""
+    block = wrapped.model.layers[layer]
+    return {"resid_pre": block.input, "attn_out": block.self_attn.output[0],
+            "mlp_out": block.mlp.output, "resid_post": block.output}
+
+
+# Written out from HF's own module names, independently of interp.adapters: a wrong adapter
+# row changes our captures but not these.
+NNSIGHT_POINTS = {"gpt2": _gpt2_points, "llama": _llama_points}
+NNSIGHT_FINAL_NORM = {"gpt2": lambda w: w.transformer.ln_f, "llama": lambda w: w.model.norm}
+
+
 @pytest.mark.filterwarnings("ignore:LanguageModel is deprecated")
 def test_nnsight_agrees(setup, tokenizer):
     from nnsight import LanguageModel
 
-    family, folder, tokens, ours, n_layers = setup
+    family, folder, tokens, _, n_layers = setup
     model = random_model(family)
-    lm = interp.LM.from_hf(model, tokenizer)  # reuse our adapter table for module paths only
-    blocks = model.get_submodule(lm.arch.blocks)
+    names = [f"blocks.{layer}.hook_{p}" for layer in range(n_layers)
+             for p in ("resid_pre", "attn_out", "mlp_out", "resid_post")] + ["ln_final.hook_normalized"]
+    ours = interp.LM.from_hf(model, tokenizer).run(tokens, capture=names).cache
     wrapped = LanguageModel(model, tokenizer=tokenizer)
     saved = {}
     with wrapped.trace(tokens):
-        nn_blocks = _walk(wrapped, lm.arch.blocks)
-        for layer in range(len(blocks)):  # execution order: input, mlp output, block output
-            block = nn_blocks[layer]
-            saved[f"blocks.{layer}.hook_resid_pre"] = block.input.save()
-            saved[f"blocks.{layer}.hook_mlp_out"] = _walk(block, lm.arch.mlp).output.save()
-            out = block.output
-            saved[f"blocks.{layer}.hook_resid_post"] = (out[0] if family == "gptj" else out).save()
+        for layer in range(n_layers):  # nnsight wants execution order: input, attn, mlp, output
+            for point, proxy in NNSIGHT_POINTS[family](wrapped, layer).items():
+                saved[f"blocks.{layer}.hook_{point}"] = proxy.save()
+        saved["ln_final.hook_normalized"] = NNSIGHT_FINAL_NORM[family](wrapped).output.save()
+    assert sorted(saved) == sorted(names)
     for name, value in saved.items():
         torch.testing.assert_close(value, ours[name], atol=ATOL, rtol=0, msg=f"{family} {name}")
-
-
-def _walk(module, path):
-    for part in path.split("."):
-        module = module[int(part)] if part.isdigit() else getattr(module, part)
-    return module

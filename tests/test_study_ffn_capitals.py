@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from study_cli import rows_of, run_study_cli
 
 import interp
+from figures._save import MODEL_COLORS
 from interp.transplant import ablate_each_layer
 from studies import _common
 from studies import ffn_capitals as fc
 from tasks import toy_world
+from tests.conftest import assert_figure_files
 
 FIGURES = ("answer_rank_by_layer", "answer_prob_by_layer", "first_top1_layer", "transplant_by_layer",
            "sublayer_contribution")
-STYLES = ("--prompting", "zero,few")  # fewer conditions keep the file fast; defaults otherwise
+# Fewer conditions keep the file fast; the propagated ablation is checked against the HF model.
+STYLES = ("--prompting", "zero,few", "--propagate-ablation")
 N_CONDITIONS = 2 * 3 * 2  # styles x contexts (plain, harmful, benign) x chat template off/on
 
 
@@ -46,8 +51,7 @@ def test_files_written(full):
     for name in ("results.jsonl", "summary.csv", "meta.json", "top_tokens.md"):
         assert (out / name).stat().st_size > 0, name
     for stem in FIGURES:
-        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
-        assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+        assert_figure_files(out / stem, colors=(MODEL_COLORS["base"], MODEL_COLORS["chat"]))
     meta = json.loads((out / "meta.json").read_text())
     assert meta["models"] == {m: interp.PAIRS["toy"].source(m) for m in ("base", "chat")}
     assert meta["seed"] == 0 and meta["options"]["limit"] == 4 and meta["versions"]["torch"] == torch.__version__
@@ -55,42 +59,129 @@ def test_files_written(full):
     assert "Same top tokens?" in proc.stdout and "Which sublayer writes the answer?" in proc.stdout
 
 
-def test_rows_are_consistent(full):
+def test_figures_draw_the_summary(full, tmp_path, monkeypatch):
+    import figures.rank_by_layer
+
+    out, _ = full
+    drawn, original = {}, figures.rank_by_layer.save
+
+    def capture(fig, stem, **kwargs):  # keep the Figure each plot saves
+        drawn[Path(stem).name] = fig
+        return original(fig, stem, **kwargs)
+
+    monkeypatch.setattr(figures.rank_by_layer, "save", capture)
+    summary = pd.read_csv(out / "summary.csv")
+    fc.make_figures(fc.summarize(rows_of(out)), rows_of(out), tmp_path)
+    for stem, column, shift in (("answer_rank_by_layer", "answer_rank_mean", 1), ("answer_prob_by_layer", "answer_prob_mean", 0)):
+        panels = [ax for ax in drawn[stem].axes if ax.get_visible()]
+        assert sorted(ax.get_title() for ax in panels) == sorted(set(summary["condition"]))
+        for ax in panels:
+            part = summary[summary["condition"] == ax.get_title()]
+            assert [line.get_label() for line in ax.lines] == ["base", "chat"]
+            for line in ax.lines:
+                d = part[part["model"] == line.get_label()].sort_values("layer")
+                np.testing.assert_allclose(line.get_xdata(), d["layer"])
+                np.testing.assert_allclose(line.get_ydata(), d[column] + shift, atol=1e-5)
+
+
+def _rank(logits, target: int, eps: float = 1e-4) -> range:
+    """Ranks (number of strictly larger logits) consistent with ``logits`` up to ``eps``."""
+    return range(int((logits > logits[target] + eps).sum()), int((logits > logits[target] - eps).sum()) + 1)
+
+
+def _hf_readouts(model, tok, prompt: str, answer_id: int) -> dict:
+    """The row's numbers recomputed on the plain HF Llama, one prompt alone, by HF's module names.
+
+    Logit lens of block l = ``lm_head(model.norm(hidden_states[l + 1]))`` (``hidden_states[0]``
+    is the embedding; the last block is read from the model's own logits), FFN updates from a
+    torch hook on ``model.layers[l].mlp``, and the propagated ablation by zeroing that output
+    at the last position.
+    """
+    ids = torch.tensor([tok(prompt)["input_ids"]])
+    head, norm, layers = model.lm_head, model.model.norm, model.model.layers
+    mlp_out, block_out = {}, {}
+
+    def keep(store, layer):
+        return lambda m, a, o: store.__setitem__(layer, (o[0] if isinstance(o, tuple) else o)[0, -1].clone())
+
+    hooks = [layers[l].mlp.register_forward_hook(keep(mlp_out, l)) for l in range(len(layers))]
+    hooks += [layers[l].register_forward_hook(keep(block_out, l)) for l in range(len(layers))]
+    try:
+        out = model(input_ids=ids, output_hidden_states=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    # hidden_states[l + 1] is block l's output, except the last, which HF returns after the norm
+    hidden = [h[0, -1] for h in out.hidden_states[:-1]] + [block_out[len(layers) - 1]]
+    lens = [head(norm(h)) for h in hidden[:-1]] + [out.logits[0, -1]]
+    ablated = [head(norm(hidden[l + 1] - mlp_out[l])) for l in range(len(layers))]
+    ablated_out = []
+    for l in range(len(layers)):
+        # the study's ablation removes block l's FFN update at the read position only
+        h = layers[l].mlp.register_forward_hook(lambda m, a, o: torch.cat([o[:, :-1], 0 * o[:, -1:]], 1))
+        try:
+            ablated_out.append(model(input_ids=ids).logits[0, -1])
+        finally:
+            h.remove()
+    logits = out.logits[0, -1]
+    return {"n_tokens": ids.shape[1], "lens": lens, "ffn": [head(norm(mlp_out[l])) for l in range(len(layers))],
+            "ablated": ablated, "ablated_out": ablated_out,
+            "dla_total": float(logits[answer_id] - logits.mean())}
+
+
+@pytest.fixture(scope="module")
+def hf_pair():
+    import transformers
+
+    return {m: (transformers.AutoModelForCausalLM.from_pretrained(interp.PAIRS["toy"].source(m)).eval(),
+                transformers.AutoTokenizer.from_pretrained(interp.PAIRS["toy"].source(m))) for m in ("base", "chat")}
+
+
+def test_rows_agree_with_the_hf_model_read_by_hand(full, hf_pair):
     out, _ = full
     rows = rows_of(out)
     keys = {tuple(r[f] for f in fc.KEY_FIELDS) for r in rows}
     assert len(rows) == len(keys) == 2 * N_CONDITIONS * 4
+    oracle_top1 = {}  # (model, style, context, chat_template) -> per-layer count of answer top-1
     for r in rows:
-        n = len(r["layers"])
-        assert r["layers"][0] == -1 and n == 7  # emb + 6 blocks
-        for field in ("answer_rank", "argument_rank"):
-            assert len(r[field]) == n and all(x >= 0 for x in r[field])
-        for field in ("answer_prob", "argument_prob"):
-            assert all(0.0 <= p <= 1.0 for p in r[field])
-        for target, field in (("answer", "first_top1_answer"), ("argument", "first_top1_argument")):
-            first, ranks = r[field], r[f"{target}_rank"][1:]  # blocks only
-            if first is None:
-                assert all(x > 0 for x in ranks)
-            else:
-                assert ranks[first] == 0 and all(x > 0 for x in ranks[:first])
-        assert r["correct"] == (r["answer_rank"][-1] == 0)
-        assert (r["top_tokens"][-1][0] == r["answer_token"]) == r["correct"]
-        assert r["multi_token"] is True and r["n_answer_tokens"] == 2  # every toy name is two pieces
-        assert r["answer"].startswith(r["answer_token"]) and r["subject"].startswith(r["argument_token"])
+        model, tok = hf_pair[r["model"]]
+        answer_id = tok(r["answer"], add_special_tokens=False)["input_ids"][0]  # every toy name: 2 pieces
+        assert r["answer_id"] == answer_id and r["answer_token"] == tok.convert_ids_to_tokens(answer_id)
+        subject_id = tok(r["subject"], add_special_tokens=False)["input_ids"][0]
+        assert r["argument_id"] == subject_id
+        with torch.no_grad():
+            hf = _hf_readouts(model, tok, r["prompt"], answer_id)
+        assert r["n_prompt_tokens"] == hf["n_tokens"] and r["layers"] == list(range(-1, 6))
+        lens = hf["lens"]
+        for j, logits in enumerate(lens):  # j = 0: embedding, j = l + 1: block l
+            assert r["answer_rank"][j] in _rank(logits, answer_id), (r["item"], j)
+            assert r["argument_rank"][j] in _rank(logits, subject_id), (r["item"], j)
+            assert r["answer_prob"][j] == pytest.approx(float(logits.softmax(-1)[answer_id]), abs=1e-4)
+            assert r["top_tokens"][j][0] == tok.convert_ids_to_tokens(int(logits.argmax()))
+        top1 = [int(logits.argmax()) == answer_id for logits in lens]
+        assert r["correct"] == top1[-1]
+        assert r["first_top1_answer"] == (top1[1:].index(True) if any(top1[1:]) else None)
+        for l in range(6):
+            assert r["ffn_answer_rank"][l] in _rank(hf["ffn"][l], answer_id), (r["item"], l)
+            assert r["ablate_answer_rank"][l] in _rank(hf["ablated"][l], answer_id), (r["item"], l)
+            assert r["ablate_output_answer_rank"][l] in _rank(hf["ablated_out"][l], answer_id), (r["item"], l)
+        assert r["dla_total"] == pytest.approx(hf["dla_total"], abs=1e-3)
         # direct contributions add up to the output's answer logit minus the mean logit
         total = r["dla_emb"] + sum(r["dla_attn"]) + sum(r["dla_ffn"]) + r["dla_bias"]
-        assert total == pytest.approx(r["dla_total"], abs=2e-3 * max(1.0, abs(r["dla_total"])))
-        for t in r["transplant"].values():
-            assert len(t["rank"]) == 6 and t["top1"] == [x == 0 for x in t["rank"]]
+        assert total == pytest.approx(hf["dla_total"], abs=2e-3 * max(1.0, abs(hf["dla_total"])))
+        group = (r["model"], r["style"], r["context"], r["chat_template"])
+        oracle_top1[group] = [a + b for a, b in zip(oracle_top1.get(group, [0] * 7), top1)]
+    # The table reports, per condition and layer, the fraction of items whose answer is top-1.
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 2 * N_CONDITIONS * 7 and set(summary["n_items"]) == {4}
-    zero = summary[(summary["style"] == "zero") & (summary["context"] == "plain") & ~summary["chat_template"]
-                   & (summary["model"] == "base")].set_index("layer")
-    mine = [r for r in rows if r["model"] == "base" and r["style"] == "zero" and r["context"] == "plain"
-            and not r["chat_template"]]
-    for layer in range(-1, 6):
-        expected = sum(r["answer_rank"][layer + 1] == 0 for r in mine) / len(mine)
-        assert zero.loc[layer, "answer_top1_rate"] == pytest.approx(expected)
+    for (model, style, context, template), counts in oracle_top1.items():
+        part = summary[(summary["model"] == model) & (summary["style"] == style) & (summary["context"] == context)
+                       & (summary["chat_template"] == template)].set_index("layer")
+        assert [part.loc[layer, "answer_top1_rate"] for layer in range(-1, 6)] == [c / 4 for c in counts]
+        assert part.loc[5, "output_accuracy"] == counts[-1] / 4
+    # The toy pair answers these prompts: a lens that reads the wrong layer would not show it.
+    base_plain = [c for (m, s, ctx, t), c in oracle_top1.items() if m == "base" and ctx == "plain" and not t]
+    assert all(c[-1] >= 3 for c in base_plain)
 
 
 def test_base_answer_surfaces_on_held_out_zero_shot(tmp_path):

@@ -12,6 +12,7 @@ from study_cli import rows_of, run_study_cli
 
 import interp
 from studies import patching as sp
+from tests.conftest import assert_figure_files
 
 HOOKS = ("--hooks", "resid_pre,resid_post")
 
@@ -33,9 +34,11 @@ def tokenizer():
 
 def test_files_and_rows(full):
     out, proc = full
-    for name in ("results.jsonl", "summary.csv", "meta.json", "restored_zero_resid_pre.png",
-                 "restored_zero_resid_post.pdf"):
+    for name in ("results.jsonl", "summary.csv", "meta.json"):
         assert (out / name).stat().st_size > 0, name
+    for hook in ("resid_pre", "resid_post"):  # heatmaps: coloured cells, not an empty frame
+        rgb = assert_figure_files(out / f"restored_zero_{hook}", min_ink=0.1)
+        assert ((rgb.max(-1) - rgb.min(-1)) > 0.3).mean() > 0.02
     rows = rows_of(out)
     pairs = {r["pair"] for r in rows}
     assert len(pairs) == 3

@@ -136,11 +136,11 @@ def harness_loglik(model, tok, norm, context: str, option: str) -> dict:
     cont = whole[len(ctx_ids):]
     with torch.no_grad():
         out = model(input_ids=torch.tensor([whole]), output_hidden_states=True)
-    rows = slice(len(ctx_ids) - 1, len(whole) - 1)  # the positions that predict the option's tokens
-    # hidden_states[l + 1] is block l's output except the last (normalised by HF): use the logits there
-    per_layer = [model.get_output_embeddings()(norm(h[0, rows])) for h in out.hidden_states[1:-1]]
-    target = torch.tensor(cont)
-    lp = [x.log_softmax(-1)[torch.arange(len(cont)), target] for x in per_layer + [out.logits[0, rows]]]
+        rows = slice(len(ctx_ids) - 1, len(whole) - 1)  # the positions that predict the option's tokens
+        # hidden_states[l + 1] is block l's output except the last (normalised by HF): use the logits there
+        per_layer = [model.get_output_embeddings()(norm(h[0, rows])) for h in out.hidden_states[1:-1]]
+        target = torch.tensor(cont)
+        lp = [x.log_softmax(-1)[torch.arange(len(cont)), target] for x in per_layer + [out.logits[0, rows]]]
     return {"n_tokens": len(cont), "by_layer": np.array([float(x.sum()) for x in lp]),
             "greedy": bool((out.logits[0, rows].argmax(-1) == target).all())}
 

@@ -116,7 +116,8 @@ def test_summary_and_comparison_equal_the_hand_scores(run, hf_pair, zero_shot_it
     for (model, task), accs in hand.items():
         assert final.loc[(model, task), "acc"] == pytest.approx(np.mean([a for _, a, _ in accs]), abs=1e-6)
         assert final.loc[(model, task), "acc_norm"] == pytest.approx(np.mean([a for _, _, a in accs]), abs=1e-6)
-        assert final.loc[(model, task), "n"] == len(accs) == 4
+        counts = final.loc[(model, task), ["n_items", "n_scored", "n_skipped", "n_truncated"]].tolist()
+        assert counts == [len(accs), len(accs), 0, 0] and len(accs) == 4
     assert final.loc[("base", "toy_capitals"), "acc"] >= 0.75  # the toy pair knows its capitals
     # these items tell acc from acc_norm and base from chat (else the checks below could not fail)
     assert any(a != b for accs in hand.values() for _, a, b in accs)

@@ -102,7 +102,7 @@ def test_summary_equals_metrics_of_the_hand_confidences(run, hand):
             conf, correct, probs = _confidence(logits, labels, ptrue)
             rec = summary.loc[(model, task, layer)]
             where = f"{model} {task} {layer}"
-            assert rec["n"] == len(labels) and rec["kind"] == ("p_true" if ptrue else "mc"), where
+            assert rec["n_scored"] == rec["n_items"] == len(labels) and rec["n_skipped"] == 0 and rec["kind"] == ("p_true" if ptrue else "mc"), where
             assert rec["accuracy"] == pytest.approx(correct.mean(), abs=1e-6), where
             assert rec["mean_confidence"] == pytest.approx(conf.mean(), abs=1e-4), where
             assert rec["ece"] == pytest.approx(_ece(conf, correct), abs=1e-4), where

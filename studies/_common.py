@@ -519,7 +519,7 @@ def open_run(out: Path, study: str, fingerprint: dict, shard: Shard = Shard(), *
         if record["fingerprint"] != fingerprint:
             how = ("run --summary-only with the options of that run (see its fingerprint.json)" if summary_only
                    else "use a new --out folder or --overwrite")
-            raise StudyError(f"{out} ({path.name}) was made with different options: "
+            raise StudyError(f"{out} ({path.name}) was made with different settings: "
                              f"{', '.join(_differences(record['fingerprint'], fingerprint))}; {how}")
     if summary_only:
         _check_complete(out, records)

@@ -65,7 +65,7 @@ def test_a_changed_row_option_is_refused_naming_it(folder, capsys, change, named
     before = (folder / "results.jsonl").read_bytes()
     status, _, err = run(capsys, *argv(*change), "--out", folder)
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
-    assert "was made with different options" in err and named in err, err
+    assert "was made with different settings" in err and named in err, err
     assert "use a new --out folder or --overwrite" in err
     assert (folder / "results.jsonl").read_bytes() == before
     if change[0] == "--base":

@@ -85,5 +85,5 @@ def test_shards_of_different_runs_never_mix(tmp_path, capsys):
     for name in ("results.shard-2-of-2.jsonl", "fingerprint.shard-2-of-2.json"):
         shutil.copy(tmp_path / "b" / name, tmp_path / "a" / name)
     status, err = main("--out", str(tmp_path / "a"), "--summary-only")
-    assert status == 2 and "was made with different options" in err and "seed 1 -> 0" in err
+    assert status == 2 and "was made with different settings" in err and "seed 1 -> 0" in err
     assert not (tmp_path / "a" / "summary.csv").exists()

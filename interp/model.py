@@ -80,6 +80,12 @@ class LM:
         # Padding needs a pad id; which one is irrelevant since the attention mask hides it.
         if self.tokenizer is not None and self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        # The tokenizer warns once that a long text "will result in indexing errors"; it will not
+        # here: LM.run raises PromptError past max_positions, and probes truncate or skip such
+        # items and count them. Marking the warning as given keeps the console to our accounting.
+        warned = getattr(self.tokenizer, "deprecation_warnings", None)
+        if isinstance(warned, dict):
+            warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
     @classmethod
     def from_hf(cls, model, tokenizer=None, name: str | None = None) -> "LM":

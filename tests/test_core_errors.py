@@ -198,3 +198,30 @@ def test_run_repr_shows_shapes_not_tensors(lm_of):
     assert f"blocks.0.hook_resid_post: [{batch}, {seq}, {lm.d_model}] float32" in text
     assert f"{lm.n_layers} hooks" in text and "tensor(" not in text and len(text) < 1000
     assert "tensor(" not in repr(run.cache) and str(run) == text
+
+
+def test_a_long_text_gives_no_tokenizer_indexing_warning():
+    """Tokenising a text longer than the model's positions is how probes find items to truncate
+    or skip; transformers' "will result in indexing errors" warning would only mislead there."""
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    lm = interp.load("toy/base")
+    collect, logger = Collect(), logging.getLogger("transformers")
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()  # conftest silences transformers; a user does not
+    logger.addHandler(collect)
+    try:
+        ids = lm.tokenizer(" ".join(["the capital of france is paris ."] * 40))["input_ids"]
+    finally:
+        logger.removeHandler(collect)
+        transformers.logging.set_verbosity(verbosity)
+    assert len(ids) > lm.max_positions
+    assert not [m for m in collect.messages if "indexing errors" in m], collect.messages

@@ -1,7 +1,7 @@
 """What a model *is*, cheaply: an identity record that changes when its weights or config do.
 
 A run folder of a study records the identity of each model it used, so that rows computed from
-one model are never mixed with rows of another (``studies._common``). Two kinds:
+one model are never mixed with rows of another (``studies._identity``). Two kinds:
 
 - a **local folder**: its absolute path; a hash of each small file (config, generation config,
   tokenizer files, chat template, index files); and for each weight file (``*.safetensors``,

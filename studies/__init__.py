@@ -2,8 +2,9 @@
 
 Each study is thin glue: a task (``tasks``) -> readouts of the forward pass (``interp``,
 ``probes``) -> tidy results -> figures (``figures``). Output conventions shared by every study
-(run folder, resumable ``results.jsonl``, ``meta.json``, ``--shard i/n``, progress bars) live
-in :mod:`studies._common`.
+live in :mod:`studies._common` (entry point, options, run folder, progress bars),
+:mod:`studies._results` (resumable ``results.jsonl``), :mod:`studies._shards` (chunks of the
+work list, ``--shard i/n``) and :mod:`studies._identity` (run fingerprints, ``meta.json``).
 
 Studies:
 

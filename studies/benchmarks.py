@@ -47,7 +47,7 @@ STUDY = "benchmarks"
 KEY_FIELDS = ("model", "task", "shots", "chat_template", "item")
 DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "stsb", "mmlu", "imppres",
                  "implicature", "triviaqa_mc")
-# Options that decide a row (in the run's fingerprint, studies._common.run_fingerprint): the
+# Options that decide a row (in the run's fingerprint, studies._identity.run_fingerprint): the
 # items and prompts, the readouts and generations kept, the fixed chunks rows are computed in,
 # and how the models are loaded (dtype, device and quantization change the numbers). The
 # models (--pair/--base/--chat) enter by identity and --seed on its own. The others choose
@@ -444,7 +444,8 @@ def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: 
     in memory at a time)."""
     import torch
 
-    from studies._common import chunked, describe_plan, load_members, pending, progress, shard_plan
+    from studies._common import progress
+    from studies._shards import chunked, load_members, pending_by_member
 
     layers = "all" if args.layers == "all" else None
     timings = {}
@@ -452,11 +453,7 @@ def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: 
     def key_of(member):
         return lambda w: (member, w.task, w.shots, w.chat_template, w.item.id)
 
-    chunks = chunked(work, args.batch_size)
-    plan = shard_plan(len(chunks), shard)
-    todo = {member: pending(chunks, key_of(member), log, owned) for member, owned in plan.items()}
-    if not shard.is_whole:
-        print(describe_plan(plan, len(chunks), shard))
+    todo = pending_by_member(chunked(work, args.batch_size), key_of, log, shard)
     for member, lm in load_members(pair, [m for m, chunks_left in todo.items() if chunks_left]):
         t0 = time.perf_counter()
         for _, chunk in progress(todo[member], desc=f"{desc} {member}", total=len(todo[member])):
@@ -471,8 +468,10 @@ def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, StudyError, finish_run, open_run, parse_shard, read_results, \
-        report_shard, results_name, row_options, run_dir, run_fingerprint, seed_everything, write_meta
+    from studies._common import StudyError, run_dir, seed_everything
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._results import ResultsLog, read_results
+    from studies._shards import parse_shard, results_name
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)

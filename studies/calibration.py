@@ -218,8 +218,10 @@ def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, StudyError, finish_run, open_run, parse_shard, read_results, \
-        report_shard, results_name, row_options, run_dir, run_fingerprint, seed_everything, write_meta
+    from studies._common import StudyError, run_dir, seed_everything
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._results import ResultsLog, read_results
+    from studies._shards import parse_shard, results_name
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)

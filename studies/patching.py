@@ -41,7 +41,7 @@ STYLES = {"zero": "The capital of {subject} is", "qa": "Q: What is the capital o
 HOOKS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
 KEY_FIELDS = ("model", "style", "pair", "hook", "layer", "position")
 MIN_GAP = 1e-3  # pairs whose clean and corrupted logit differences differ less are not normalised
-# Options that decide a row (in the run's fingerprint, studies._common.run_fingerprint): which
+# Options that decide a row (in the run's fingerprint, studies._identity.run_fingerprint): which
 # facts and minimal pairs, prompt styles and hook points, and how the models are loaded. The
 # models enter by identity and --seed on its own; the others choose where and how fast.
 ROW_OPTIONS = ("hooks", "styles", "facts", "split", "limit", "dtype", "device", "device_map", "quantization")
@@ -283,9 +283,10 @@ def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, describe_plan, finish_run, load_members, open_run, parse_shard, \
-        pending, progress, read_results, report_shard, results_name, row_options, run_dir, run_fingerprint, \
-        seed_everything, shard_plan, write_meta
+    from studies._common import progress, run_dir, seed_everything
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._results import ResultsLog, read_results
+    from studies._shards import load_members, parse_shard, pending_by_member, results_name
 
     started = time.perf_counter()
     hooks = _choices(args.hooks, HOOKS, "hook")
@@ -310,14 +311,11 @@ def run_study(args) -> int:
     if not args.summary_only:
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
         chunks = [[p] for p in pairs]  # one minimal pair per chunk: a pair's sweep is a batch of its own
-        plan = shard_plan(len(chunks), shard)
-        if not shard.is_whole:
-            print(describe_plan(plan, len(chunks), shard))
 
         def key_of(member):  # the last row of a pair: it is complete when that row was written
             return lambda p: (member, p.style, p.id, hooks[-1], n_layers[member] - 1, len(p.corrupted.ids) - 1)
 
-        todo = {member: pending(chunks, key_of(member), log, owned) for member, owned in plan.items()}
+        todo = pending_by_member(chunks, key_of, log, shard)
         for member, lm in load_members(pair, [m for m, left in todo.items() if left]):
             if lm.parallel and "resid_mid" in hooks:
                 raise StudyError(f"the {member} model has parallel attention and FFN (no resid_mid); drop it from --hooks")

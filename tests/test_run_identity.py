@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import interp
-from studies import _common, benchmarks, calibration, patching
+from studies import _common, _identity, benchmarks, calibration, patching
 from studies import ffn_capitals as fc
 from studies.ffn_capitals import cli as fc_cli
 
@@ -252,7 +252,7 @@ def test_hub_identity_resolves_a_cached_commit(tmp_path, monkeypatch):
 def test_fingerprint_names_members():
     pair = interp.load_pair(base=str(TOY / "base"), chat=str(TOY / "chat"))
     swapped = interp.load_pair(base=str(TOY / "chat"), chat=str(TOY / "base"))
-    a = _common.run_fingerprint("s", pair, {}, 0)
-    b = _common.run_fingerprint("s", swapped, {}, 0)
+    a = _identity.run_fingerprint("s", pair, {}, 0)
+    b = _identity.run_fingerprint("s", swapped, {}, 0)
     assert a != b and a["models"]["base"] == b["models"]["chat"]
     assert _common.pair_folder_name(pair) != _common.pair_folder_name(swapped)

@@ -11,7 +11,7 @@ from functools import partial
 import pytest
 from study_cli import run_study_cli
 
-from studies import _common, patching
+from studies import _shards, patching
 from studies.ffn_capitals import KEY_FIELDS as FFN_KEYS
 
 # four conditions of 3 items: one chunk each per model, the case where shard 2 used to do nothing
@@ -22,7 +22,7 @@ PATCHING = ("--limit", "3", "--hooks", "resid_pre,resid_post", "--no-figures")
 @pytest.mark.parametrize("n_chunks", [1, 2, 5, 18])
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 def test_shards_cover_the_work_once_in_near_equal_parts(n_chunks, count):
-    plans = [_common.shard_plan(n_chunks, _common.Shard(i, count)) for i in range(1, count + 1)]
+    plans = [_shards.shard_plan(n_chunks, _shards.Shard(i, count)) for i in range(1, count + 1)]
     units = [(m, c) for plan in plans for m, chunks in plan.items() for c in chunks]
     assert sorted(units) == sorted((m, c) for m in ("base", "chat") for c in range(n_chunks))  # all, once
     sizes = [sum(map(len, plan.values())) for plan in plans]

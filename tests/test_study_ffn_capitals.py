@@ -18,7 +18,7 @@ from study_cli import rows_of, run_study_cli
 import interp
 from figures._save import MODEL_COLORS
 from interp.transplant import ablate_each_layer
-from studies import _common
+from studies import _common, _results, _shards
 from studies import ffn_capitals as fc
 from tasks import toy_world
 from tests.conftest import assert_figure_files
@@ -319,30 +319,30 @@ def test_study_rows_match_the_core_readouts(base_lm):
 
 # -- shared output conventions --------------------------------------------------------------------
 def test_results_log_resumes_and_repairs(tmp_path):
-    log = _common.ResultsLog(tmp_path / "results.jsonl", ("m", "i"))
+    log = _results.ResultsLog(tmp_path / "results.jsonl", ("m", "i"))
     log.write([{"m": "a", "i": 0, "v": 1}, {"m": "a", "i": 1, "v": 2}])
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"m": "a", "i": 2, "v"')  # cut short by a crash
-    log = _common.ResultsLog(tmp_path / "results.jsonl", ("m", "i"))
+    log = _results.ResultsLog(tmp_path / "results.jsonl", ("m", "i"))
     assert log.n_resumed == 2 and log.done(("a", 1)) and not log.done(("a", 2))
     items = list(range(5))
-    pending = _common.pending_chunks(items, 2, lambda i: ("a", i), log)
+    pending = _shards.pending_chunks(items, 2, lambda i: ("a", i), log)
     assert [idx for idx, _ in pending] == [1, 2]  # chunk 0 = {0, 1} is complete
     log.write([{"m": "a", "i": 1, "v": 3}, {"m": "a", "i": 2, "v": 4}])
-    rows = _common.read_results(tmp_path, ("m", "i"))
+    rows = _results.read_results(tmp_path, ("m", "i"))
     assert [(r["i"], r["v"]) for r in rows] == [(0, 1), (1, 3), (2, 4)]  # last write wins, truncated line gone
     (tmp_path / "results.jsonl").write_text('{"m": 1, "i": 1}\nnot json\n{"m": 2, "i": 2}\n')
     with pytest.raises(_common.StudyError, match="results.jsonl:2 is not valid JSON"):
-        _common.read_results(tmp_path, ("m", "i"))
+        _results.read_results(tmp_path, ("m", "i"))
 
 
 def test_shards_partition_the_chunks(tmp_path):
-    assert _common.parse_shard("2/3") == _common.Shard(2, 3)
+    assert _shards.parse_shard("2/3") == _shards.Shard(2, 3)
     for bad in ("0/3", "4/3", "x", "1/0", "1/2/3"):
         with pytest.raises(_common.StudyError, match="--shard"):
-            _common.parse_shard(bad)
-    log = _common.ResultsLog(tmp_path / "r.jsonl", ("i",))
-    owned = [[idx for idx, _ in _common.pending_chunks(range(10), 1, lambda i: (i,), log, _common.Shard(s, 3))]
+            _shards.parse_shard(bad)
+    log = _results.ResultsLog(tmp_path / "r.jsonl", ("i",))
+    owned = [[idx for idx, _ in _shards.pending_chunks(range(10), 1, lambda i: (i,), log, _shards.Shard(s, 3))]
              for s in (1, 2, 3)]
     assert sorted(sum(owned, [])) == list(range(10)) and owned[0] == [0, 1, 2]  # contiguous, near-equal
-    assert _common.results_name(_common.Shard(2, 3)) == "results.shard-2-of-3.jsonl"
+    assert _shards.results_name(_shards.Shard(2, 3)) == "results.shard-2-of-3.jsonl"

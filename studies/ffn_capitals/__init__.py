@@ -37,7 +37,7 @@ answer)`` after the prompt's tokens (robust to SentencePiece), likewise the argu
 ``multi_token`` flags answers of several tokens (every toy answer is two word pieces).
 
 Outputs (``runs/ffn_capitals/<pair>/`` or ``--out``): ``results.jsonl`` (one row per model x
-style x context x chat template x item, resumable, see :mod:`studies._common`),
+style x context x chat template x item, resumable, see :mod:`studies._results`),
 ``summary.csv`` (per model x condition x layer; computed from the rows alone),
 ``meta.json``, ``top_tokens.md`` and figures (PNG + PDF) from :mod:`figures`.
 

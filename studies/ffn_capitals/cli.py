@@ -17,7 +17,7 @@ from studies.ffn_capitals.report import report
 from studies.ffn_capitals.summary import summarize
 
 STUDY = "ffn_capitals"
-# Options that decide a row (in the run's fingerprint, studies._common.run_fingerprint): the
+# Options that decide a row (in the run's fingerprint, studies._identity.run_fingerprint): the
 # conditions, facts and items, the o-vector sources, what a row keeps (top-k, propagated
 # ablation), the fixed chunks rows are computed in, and how the models are loaded. The models
 # enter by identity and --seed on its own; the others choose where and how fast a run goes.
@@ -134,9 +134,10 @@ def run_study(args) -> int:
     import torch
 
     import interp
-    from studies._common import ResultsLog, StudyError, chunked, describe_plan, finish_run, load_members, \
-        open_run, parse_shard, pending, progress, read_results, report_shard, results_name, row_options, run_dir, \
-        run_fingerprint, seed_everything, shard_plan, write_meta
+    from studies._common import StudyError, progress, run_dir, seed_everything
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._results import ResultsLog, read_results
+    from studies._shards import chunked, load_members, parse_shard, pending_by_member, results_name
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -157,14 +158,11 @@ def run_study(args) -> int:
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
         # the whole work list: every condition's fixed chunks, condition by condition
         chunks = [chunk for its, _ in per_condition.values() for chunk in chunked(its, args.batch_size)]
-        plan = shard_plan(len(chunks), shard)
-        if not shard.is_whole:
-            print(describe_plan(plan, len(chunks), shard))
 
         def key_of(member):
             return lambda it: (member, it.condition.style, it.condition.context, it.condition.chat_template, it.fact.id)
 
-        todo = {member: pending(chunks, key_of(member), log, owned) for member, owned in plan.items()}
+        todo = pending_by_member(chunks, key_of, log, shard)
         for member, lm in load_members(pair, [m for m, left in todo.items() if left]):
             t0 = time.perf_counter()
             vectors = {}

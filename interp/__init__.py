@@ -7,7 +7,7 @@
     interp.lens.logit_lens(lm, run.cache["blocks.3.hook_resid_post"])
 """
 
-from interp import direct, lens, patching, transplant
+from interp import direct, encoder, lens, patching, reward, transplant
 from interp.adapters import ARCHITECTURES, Arch
 from interp.cache import ActivationCache, Run
 from interp.errors import InterpError, LoadError, PromptError, UnknownHook, UnsupportedArchitecture
@@ -17,9 +17,11 @@ from interp.interventions import add, replace
 from interp.loading import Pair, load, load_pair
 from interp.model import LM
 from interp.registry import PAIRS, PairSpec
+from interp.reward import RewardLM, RewardRun, load_reward
 
 __all__ = [
     "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "PAIRS", "Pair",
     "PairSpec", "PromptError", "Run", "UnknownHook", "UnsupportedArchitecture", "add", "block_hook",
-    "direct", "lens", "load", "load_pair", "model_identity", "patching", "replace", "transplant",
+    "RewardLM", "RewardRun", "direct", "encoder", "lens", "load", "load_pair", "load_reward", "model_identity",
+    "patching", "replace", "reward", "transplant",
 ]

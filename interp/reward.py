@@ -30,7 +30,8 @@ from interp.cache import ActivationCache, Run, describe
 from interp.errors import InterpError, LoadError, UnsupportedArchitecture
 from interp.hooks import HookSession, StopForward
 from interp.interventions import as_callable
-from interp.model import LM
+from interp.hook_names import HookPoint
+from interp.model import LM, SCORE_HOOK
 from interp.positions import Positions, columns
 
 # Decoder families with a ``*ForSequenceClassification`` class: model_type -> the score head's
@@ -122,6 +123,16 @@ class RewardLM(LM):
     def __repr__(self) -> str:
         return f"RewardLM({self.name!r}, {self.model.config.model_type}, layers={self.n_layers}, n_labels={self.n_labels})"
 
+    def hook_names(self) -> list[str]:
+        """The causal LM's hook names, then ``hook_score``: the score head's output
+        ``[batch, pos, n_labels]`` at every position (the reward each prefix would get)."""
+        return super().hook_names() + [SCORE_HOOK]
+
+    def resolve(self, name: str) -> list[HookPoint]:
+        if name == SCORE_HOOK:
+            return [HookPoint(None, SCORE_HOOK)]
+        return super().resolve(name)
+
     @property
     def score_head(self) -> torch.nn.Module:
         return self.model.get_submodule(self.arch.unembed)
@@ -168,8 +179,13 @@ class RewardLM(LM):
             asked = points + list(writes)
             if not asked:
                 raise InterpError("logits=False with nothing to capture: the run would compute nothing")
-            if all(p.layer is not None or p.point != "ln_final.hook_normalized" for p in asked):
+            if all(p.layer is not None or p.point not in ("ln_final.hook_normalized", SCORE_HOOK) for p in asked):
                 stop_layer = max(max((p.layer for p in asked if p.layer is not None), default=0), 0)
+        # hook_score is not a module of the body: computed below, after the session
+        score_point = HookPoint(None, SCORE_HOOK)
+        capture_score = score_point in points
+        points = [p for p in points if p != score_point]
+        write_score = writes.pop(score_point, None)
         ids, mask, lengths = self.to_tokens(prompts)
         cols = columns(positions, lengths, ids.shape[1])
         device = self.device
@@ -190,7 +206,16 @@ class RewardLM(LM):
                     pass
             if hidden is not None:
                 rows = torch.arange(hidden.shape[0], device=hidden.device)
-                scores = self.score_head(hidden[rows, score_cols])
+                if capture_score or write_score is not None:
+                    per_position = self.score_head(hidden)  # [batch, seq, n_labels]
+                    if write_score is not None:
+                        per_position = write_score(per_position, lengths.to(device))
+                    if capture_score:
+                        kept = per_position if cols is None else per_position[rows.unsqueeze(1), cols]
+                        session.cache[SCORE_HOOK] = kept.clone() if grad else kept.detach().clone()
+                    scores = per_position[rows, score_cols]
+                else:
+                    scores = self.score_head(hidden[rows, score_cols])
                 if not grad:
                     scores = scores.detach()
         return RewardRun(ids, mask, lengths, None, ActivationCache(session.cache, self.n_layers), cols,

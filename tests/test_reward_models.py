@@ -5,6 +5,8 @@ batch pooled by HF's own last-non-pad-token logic. Norms and heads are perturbed
 skipped norm or a wrong token would show.
 """
 
+import re
+
 import pytest
 import torch
 import transformers
@@ -107,6 +109,18 @@ def test_reward_lens_and_hooks_inside_the_reward_model(family, tokenizer):
     v = torch.randn(rm.d_model)
     written = rm.run(PROMPTS, interventions={last: interp.replace(v, positions=-1)})
     torch.testing.assert_close(written.scores, rm.reward_lens(v).expand(len(PROMPTS), -1), atol=1e-5, rtol=0)
+    # hook_score: the head's output at every position; at the scored token it is the score,
+    # and a write to it there is the score
+    per_position = rm.run(PROMPTS, capture=["hook_score", "ln_final.hook_normalized"])
+    assert "hook_score" in rm.hook_names()
+    rows = torch.arange(len(PROMPTS))
+    torch.testing.assert_close(per_position.cache["hook_score"],
+                               rm.score_head(per_position.cache["ln_final.hook_normalized"]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_position.cache["hook_score"][rows, per_position.score_columns], run.scores,
+                               atol=1e-5, rtol=0)
+    target = torch.tensor([5.0, -1.0])
+    forced = rm.run(PROMPTS, interventions={"hook_score": interp.replace(target, positions=-1)})
+    torch.testing.assert_close(forced.scores, target.expand(len(PROMPTS), -1))
     # logits=False stops early: captures, no scores
     early = rm.run(PROMPTS, capture=["blocks.0.hook_resid_post"], positions=-1, logits=False)
     assert early.scores is None
@@ -158,6 +172,8 @@ def test_clear_errors(saved_classifier, tokenizer, tmp_path):
     run = lm.run(PROMPTS[0])
     with pytest.raises(InterpError, match=r"run.scores is a reward model's output.*interp.load_reward"):
         run.scores
+    with pytest.raises(interp.UnknownHook, match=r"'hook_score' is a reward model's hook.*causal LM.*valid names: hook_embed"):
+        lm.run(PROMPTS[0], capture=["hook_score"])
     with pytest.raises(InterpError, match="reward_lens needs a reward model"):
         interp.lens.reward_lens(lm, torch.zeros(lm.d_model))
     rm = interp.load(saved_classifier)
@@ -261,3 +277,17 @@ def test_deberta_positions_and_interventions_are_prompt_relative():
     assert (by_write.scores - full.scores).abs().max() > 1e-4
     with pytest.raises(interp.UnknownHook, match="valid names: hook_embed"):
         rm.run(PAIRS_QA, capture=["mlp_out"])
+
+
+def test_readme_reward_example_runs():
+    from tests.test_readme import README
+
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if "load_reward" in b]
+    assert len(blocks) == 1, "README has no reward-model example"
+    namespace: dict = {"interp": interp}
+    exec(compile("\n".join(line.removeprefix("  ") for line in blocks[0].splitlines()), "README.md", "exec"), namespace)
+    rm, run = namespace["rm"], namespace["run"]
+    assert run.scores.shape == (2, 1) and run.scores[0, 0] > run.scores[1, 0]
+    lens = interp.lens.reward_lens(rm, run.cache.stack("resid_post"))
+    assert lens.shape == (rm.n_layers, 2, 1, 1)
+    torch.testing.assert_close(lens[-1, :, 0], run.scores, atol=1e-5, rtol=0)

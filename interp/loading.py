@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from interp import reward
 from interp.adapters import arch_for
+from interp.encoder import EncoderRewardModel
 from interp.errors import LoadError
 from interp.model import LM
 from interp.registry import MEMBERS, PairSpec, get_pair, resolve
@@ -143,7 +145,7 @@ def _explain_failure(source: str, err: Exception) -> LoadError:
 
 
 def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None,
-         progress: bool = False, head: str | None = None) -> LM:
+         progress: bool = False, head: str | None = None) -> LM | EncoderRewardModel:
     """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``.
 
     ``head``: ``"causal"`` (an ``LM``), ``"classifier"`` (a reward model, see ``interp.reward``),
@@ -154,8 +156,6 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
     ``config.json`` and weights. transformers' weight-loading bar shows only with ``progress``.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    from interp import reward
 
     source = resolve(name_or_path)
     if os.path.sep in name_or_path and not os.path.exists(source) and name_or_path.startswith((".", "/", "~")):

@@ -291,3 +291,17 @@ def test_readme_reward_example_runs():
     lens = interp.lens.reward_lens(rm, run.cache.stack("resid_post"))
     assert lens.shape == (rm.n_layers, 2, 1, 1)
     torch.testing.assert_close(lens[-1, :, 0], run.scores, atol=1e-5, rtol=0)
+
+
+def test_loading_a_deberta_folder(tmp_path):
+    tok = deberta_tokenizer()
+    model = random_deberta(1, 0, len(tok))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with torch.no_grad():
+        expected = model(**tok(*PAIRS_QA[0], return_tensors="pt")).logits
+    for rm in (interp.load(str(tmp_path)), interp.load_reward(str(tmp_path))):
+        assert isinstance(rm, interp.encoder.EncoderRewardModel)
+        torch.testing.assert_close(rm.run([PAIRS_QA[0]]).scores, expected, atol=1e-5, rtol=0)
+    with pytest.raises(UnsupportedArchitecture, match="architecture 'deberta-v2' is not supported; supported model types: gpt2"):
+        interp.load(str(tmp_path), head="causal")

@@ -305,3 +305,18 @@ def test_loading_a_deberta_folder(tmp_path):
         torch.testing.assert_close(rm.run([PAIRS_QA[0]]).scores, expected, atol=1e-5, rtol=0)
     with pytest.raises(UnsupportedArchitecture, match="architecture 'deberta-v2' is not supported; supported model types: gpt2"):
         interp.load(str(tmp_path), head="causal")
+
+
+def test_gradients_flow_from_scores_to_writes(tokenizer):
+    """grad=True: the score is differentiable in a write at the last layer (as attribution
+    patching uses it), and that gradient is the reward lens's gradient at the residual."""
+    rm = interp.reward.wrap(random_classifier("llama", 1, pad_token_id=tokenizer.pad_token_id), tokenizer)
+    last = f"blocks.{rm.n_layers - 1}.hook_resid_post"
+    delta = torch.zeros(len(PROMPTS), 1, rm.d_model, requires_grad=True)
+    run = rm.run(PROMPTS, capture=[last], positions=-1, interventions={last: interp.add(delta, positions=-1)},
+                 grad=True)
+    (grad,) = torch.autograd.grad(run.scores.sum(), delta)
+    leaf = run.cache[last].detach().requires_grad_()
+    (expected,) = torch.autograd.grad(interp.lens.reward_lens(rm, leaf).sum(), leaf)
+    torch.testing.assert_close(grad, expected)
+    assert grad.abs().sum() > 0

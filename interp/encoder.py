@@ -94,6 +94,11 @@ class EncoderRewardModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def unembed(self) -> torch.nn.Module:
+        raise InterpError("an encoder reward model has no unembedding (it scores, it does not predict tokens); "
+                          "use interp.lens.reward_lens(rm, resid)")
+
     # -- names -------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
         return ["hook_embed"] + [HookPoint(layer, p).name for layer in range(self.n_layers) for p in BLOCK_POINTS]

@@ -62,6 +62,11 @@ def head_of(config, head: str | None) -> str:
         return "classifier" if any(str(a).endswith("ForSequenceClassification") for a in names) else "causal"
     if head not in HEADS:
         raise LoadError(f"unknown head {head!r}; valid: {', '.join(HEADS)} (or None: from the config's architectures)")
+    names = getattr(config, "architectures", None)
+    if names and head_of(config, None) != head:
+        # The other head's weights are not in the checkpoint: HF would initialise them at random.
+        raise LoadError(f"head={head!r} does not fit this checkpoint ({', '.join(names)}): its {head} head "
+                        f"would be random weights; use head={head_of(config, None)!r} or head=None")
     return head
 
 

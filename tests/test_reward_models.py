@@ -166,6 +166,9 @@ def test_loading_a_classifier_folder(saved_classifier):
 
 
 def test_clear_errors(saved_classifier, tokenizer, tmp_path):
+    saved_causal = tmp_path / "causal"
+    transformers.AutoModelForCausalLM.from_config(CONFIGS["llama"]()).save_pretrained(saved_causal)
+    tokenizer.save_pretrained(saved_causal)
     with pytest.raises(LoadError, match=r"unknown head 'reward'; valid: causal, classifier"):
         interp.load(saved_classifier, head="reward")
     lm = interp.LM.from_hf(transformers.AutoModelForCausalLM.from_config(CONFIGS["llama"]()), tokenizer)
@@ -176,6 +179,8 @@ def test_clear_errors(saved_classifier, tokenizer, tmp_path):
         lm.run(PROMPTS[0], capture=["hook_score"])
     with pytest.raises(InterpError, match="reward_lens needs a reward model"):
         interp.lens.reward_lens(lm, torch.zeros(lm.d_model))
+    with pytest.raises(LoadError, match=r"head='classifier' does not fit this checkpoint \(LlamaForCausalLM\).*random"):
+        interp.load(str(saved_causal), head="classifier")
     rm = interp.load(saved_classifier)
     with pytest.raises(InterpError, match="a reward model has no unembedding.*reward_lens"):
         interp.lens.logit_lens(rm, torch.zeros(rm.d_model))
@@ -303,8 +308,10 @@ def test_loading_a_deberta_folder(tmp_path):
     for rm in (interp.load(str(tmp_path)), interp.load_reward(str(tmp_path))):
         assert isinstance(rm, interp.encoder.EncoderRewardModel)
         torch.testing.assert_close(rm.run([PAIRS_QA[0]]).scores, expected, atol=1e-5, rtol=0)
-    with pytest.raises(UnsupportedArchitecture, match="architecture 'deberta-v2' is not supported; supported model types: gpt2"):
+    with pytest.raises(LoadError, match=r"head='causal' does not fit this checkpoint \(DebertaV2ForSequenceClassification\)"):
         interp.load(str(tmp_path), head="causal")
+    with pytest.raises(InterpError, match="an encoder reward model has no unembedding"):
+        interp.lens.logit_lens(rm, torch.zeros(rm.d_model))
 
 
 def test_gradients_flow_from_scores_to_writes(tokenizer):

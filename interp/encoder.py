@@ -84,7 +84,8 @@ class EncoderRewardModel:
         self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
 
     def __repr__(self) -> str:
-        return f"EncoderRewardModel({self.name!r}, {self.model.config.model_type}, layers={self.n_layers}, n_labels={self.n_labels})"
+        return (f"EncoderRewardModel({self.name!r}, {self.model.config.model_type}, layers={self.n_layers}, "
+                f"n_labels={self.n_labels})")
 
     @property
     def device(self) -> torch.device:
@@ -132,7 +133,8 @@ class EncoderRewardModel:
         for p in prompts:
             if isinstance(p, str) or (isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p)):
                 if self.tokenizer is None:
-                    raise PromptError("text prompts need a tokenizer: EncoderRewardModel(model, tokenizer), or pass token ids")
+                    raise PromptError("text prompts need a tokenizer: EncoderRewardModel(model, tokenizer), "
+                                      "or pass token ids")
                 enc = self.tokenizer(*p) if isinstance(p, tuple) else self.tokenizer(p)
                 ids = torch.tensor(enc["input_ids"], dtype=torch.long)
                 types = torch.tensor(enc.get("token_type_ids") or [0] * len(ids), dtype=torch.long)
@@ -140,7 +142,11 @@ class EncoderRewardModel:
                 try:
                     ids = torch.as_tensor(p, dtype=torch.long).flatten()
                 except (TypeError, ValueError, RuntimeError):
-                    raise PromptError(f"prompt {p!r:.40} is not text, a (question, answer) pair of str, or token ids") from None
+                    raise PromptError(f"prompt {p!r:.40} is not text, a (question, answer) pair of str, "
+                                      "or token ids") from None
+                vocab = self.model.config.vocab_size
+                if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+                    raise PromptError(f"token ids must lie in 0..{vocab - 1}, got {int(ids.min())}..{int(ids.max())}")
                 types = torch.zeros_like(ids)
             if len(ids) == 0:
                 raise PromptError("a prompt is empty (no tokens)")
@@ -148,8 +154,10 @@ class EncoderRewardModel:
         lengths = torch.tensor([len(ids) for ids, _ in encoded], dtype=torch.long)
         longest = int(lengths.max())
         if self.max_positions is not None and longest > self.max_positions:
-            raise PromptError(f"prompts have up to {longest} tokens, longer than the model's context of {self.max_positions}")
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer is not None and self.tokenizer.pad_token_id is not None else 0
+            raise PromptError(f"prompts have up to {longest} tokens, longer than the model's context of "
+                              f"{self.max_positions}; shorten them or drop those items")
+        pad_id = getattr(self.tokenizer, "pad_token_id", None)
+        pad_id = 0 if pad_id is None else pad_id  # any id: the attention mask hides padding
         ids = torch.full((len(encoded), longest), pad_id, dtype=torch.long)
         types = torch.zeros((len(encoded), longest), dtype=torch.long)
         mask = torch.zeros((len(encoded), longest), dtype=torch.long)
@@ -194,8 +202,8 @@ class EncoderRewardModel:
             cols = cols - pad.unsqueeze(1)
         device = self.device
         ids, mask, types = ids.to(device), mask.to(device), types.to(device)
-        session = HookSession(self.model, self.arch.session_arch(), points, writes, lengths.to(device), cols,
-                              stop_layer, grad)
+        session = HookSession(self.model, self.arch.session_arch(), points, writes, lengths.to(device),
+                              cols, stop_layer, grad)
         scores = None
         with torch.set_grad_enabled(grad):
             hidden = None
@@ -206,22 +214,24 @@ class EncoderRewardModel:
                 except StopForward:
                     pass
             if hidden is not None:
-                scores = self.reward_lens(hidden[:, 0], _grad=grad)
+                scores = self._head(hidden[:, 0])
+                if not grad:
+                    scores = scores.detach()
         return RewardRun(ids, mask, lengths, None, ActivationCache(session.cache, self.n_layers), cols,
-                         scores=scores, score_columns=torch.zeros(len(ids), dtype=torch.long))
+                         scores=scores, score_columns=torch.zeros(len(ids), dtype=torch.long, device=device))
 
-    def reward_lens(self, resid: Float[Tensor, "... d_model"], _grad: bool | None = None) -> Float[Tensor, "... n_labels"]:
+    def _head(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_labels"]:
+        # The pooler reads token 0 of [batch, pos, d]: give it each residual as a 1-token row.
+        pooled = self.model.get_submodule(self.arch.pooler)(resid.to(self.dtype).reshape(-1, 1, self.d_model))
+        return self.model.get_submodule(self.arch.classifier)(pooled).reshape(*resid.shape[:-1], self.n_labels)
+
+    def reward_lens(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_labels"]:
         """Pooler then classifier on the first token's residual ``[..., d_model]``: on the last
         layer's ``resid_post`` at position 0 it is ``run.scores``."""
         if resid.shape[-1] != self.d_model:
             raise InterpError(f"reward_lens expects [..., d_model={self.d_model}], got {tuple(resid.shape)}")
-        grad = resid.requires_grad if _grad is None else _grad
-        lead = resid.shape[:-1]
-        with torch.set_grad_enabled(grad):
-            # The pooler reads token 0 of [batch, pos, d]: give it each residual as a 1-token row.
-            pooled = self.model.get_submodule(self.arch.pooler)(resid.to(self.dtype).reshape(-1, 1, self.d_model))
-            out = self.model.get_submodule(self.arch.classifier)(pooled).reshape(*lead, self.n_labels)
-        return out if grad else out.detach()
+        with torch.no_grad() if not resid.requires_grad else torch.enable_grad():
+            return self._head(resid)
 
 
 def _right_padded(apply, pad: Int[Tensor, " batch"]):

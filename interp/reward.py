@@ -119,6 +119,9 @@ class RewardLM(LM):
 
     def __init__(self, model, tokenizer=None, name: str | None = None):
         check_classifier(model.config)
+        if model.config.model_type not in SCORE_HEADS:  # a supported encoder
+            raise UnsupportedArchitecture(f"RewardLM takes decoder classifiers ({', '.join(sorted(SCORE_HEADS))}); "
+                                          f"wrap a {model.config.model_type!r} encoder with interp.reward.wrap")
         super().__init__(model, tokenizer, name)
         # The session's keep-positions pre-hook goes on ``arch.unembed``; it must name a real
         # module, and the score head is never called inside the session (see run), so it never fires.
@@ -126,7 +129,8 @@ class RewardLM(LM):
         self.n_labels: int = int(model.config.num_labels)
 
     def __repr__(self) -> str:
-        return f"RewardLM({self.name!r}, {self.model.config.model_type}, layers={self.n_layers}, n_labels={self.n_labels})"
+        return (f"RewardLM({self.name!r}, {self.model.config.model_type}, layers={self.n_layers}, "
+                f"n_labels={self.n_labels})")
 
     def hook_names(self) -> list[str]:
         """The causal LM's hook names, then ``hook_score``: the score head's output

@@ -282,6 +282,8 @@ def test_deberta_positions_and_interventions_are_prompt_relative():
     assert (by_write.scores - full.scores).abs().max() > 1e-4
     with pytest.raises(interp.UnknownHook, match="valid names: hook_embed"):
         rm.run(PAIRS_QA, capture=["mlp_out"])
+    with pytest.raises(interp.PromptError, match=r"token ids must lie in 0\.\.\d+, got 5\.\.999"):
+        rm.run([[5, 999]])
 
 
 def test_readme_reward_example_runs():

@@ -329,3 +329,26 @@ def test_gradients_flow_from_scores_to_writes(tokenizer):
     (expected,) = torch.autograd.grad(interp.lens.reward_lens(rm, leaf).sum(), leaf)
     torch.testing.assert_close(grad, expected)
     assert grad.abs().sum() > 0
+
+
+def test_deberta_with_its_own_tokenizer_equals_hf(tmp_path):
+    """DeBERTa-v2's own tokenizer class (SentencePiece, trained here on the test words; no
+    download), whose pair encoding is what OpenAssistant's reward model was trained on."""
+    spm = pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join([" ".join(WORDS), *PROMPTS, *WORDS]))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(tmp_path / "spm"), vocab_size=100, model_type="word",
+        hard_vocab_limit=False, pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
+        eos_piece="[SEP]", unk_piece="[UNK]", user_defined_symbols=["[MASK]"], minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "DebertaV2Tokenizer"}')
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert tok.convert_ids_to_tokens(tok(*PAIRS_QA[0])["input_ids"])[:2] == ["[CLS]", "\u2581what"]
+    model = random_deberta(2, 2, len(tok))
+    model.save_pretrained(tmp_path)
+    rm = interp.load_reward(str(tmp_path))
+    assert type(rm.tokenizer).__name__.startswith("DebertaV2Tokenizer")
+    enc = rm.tokenizer([q for q, _ in PAIRS_QA], [a for _, a in PAIRS_QA], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**enc).logits
+    torch.testing.assert_close(rm.run(PAIRS_QA).scores, expected, atol=1e-5, rtol=0)

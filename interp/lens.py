@@ -27,10 +27,10 @@ def logit_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vo
 
 
 def reward_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_labels"]:
-    """A reward model's head on any residual: final norm then score head for a decoder
-    (``interp.reward``), pooler then classifier for an encoder (``interp.encoder``, where
-    ``resid`` is ``[..., pos, d_model]`` and the first token is read). At the last layer it
-    equals ``run.scores``."""
+    """A reward model's head on any residual ``[..., d_model]``: final norm then score head for
+    a decoder (``interp.reward``), pooler then classifier for an encoder (``interp.encoder``,
+    which scores its first token's residual). On the last layer at the scored token it equals
+    ``run.scores``."""
     method = getattr(lm, "reward_lens", None)
     if method is None:
         raise InterpError(f"reward_lens needs a reward model, and {lm!r} is a causal LM (use logit_lens); "

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import UnknownHook
+from interp.errors import InterpError, UnknownHook
 from interp.hook_names import BLOCK_POINTS, block_hook
 
 
@@ -88,6 +88,12 @@ class Run:
     logits: Float[Tensor, "batch pos vocab"] | None
     cache: ActivationCache
     columns: Int[Tensor, "batch pos"] | None = field(default=None)
+
+    @property
+    def scores(self) -> Tensor:
+        """Only a reward model's run has scores (``interp.reward.RewardRun``)."""
+        raise InterpError("run.scores is a reward model's output, and this run is a causal LM's (read run.logits); "
+                          "load a reward model with interp.load_reward(...) or interp.load(..., head='classifier')")
 
     def __repr__(self) -> str:
         # Shapes and dtypes, not values: ``print(run)`` must not dump whole logit tensors.

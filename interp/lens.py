@@ -26,6 +26,18 @@ def logit_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vo
         return lm.unembed(lm.final_norm(resid.to(lm.dtype)))
 
 
+def reward_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_labels"]:
+    """A reward model's head on any residual ``[..., d_model]``: final norm then score head for
+    a decoder (``interp.reward``), pooler then classifier for an encoder (``interp.encoder``,
+    which scores its first token's residual). On the last layer at the scored token it equals
+    ``run.scores``."""
+    method = getattr(lm, "reward_lens", None)
+    if method is None:
+        raise InterpError(f"reward_lens needs a reward model, and {lm!r} is a causal LM (use logit_lens); "
+                          "load one with interp.load_reward(...) or interp.load(..., head='classifier')")
+    return method(resid)
+
+
 def target_rank(logits: Float[Tensor, "... vocab"], targets: Int[Tensor, "... n_target"]) -> Int[Tensor, "... n_target"]:
     """Rank of each target token: how many tokens have a strictly larger logit (0 = top-1)."""
     target_logits = logits.gather(-1, targets)

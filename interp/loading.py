@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from interp import reward
 from interp.adapters import arch_for
+from interp.encoder import EncoderRewardModel
 from interp.errors import LoadError
 from interp.model import LM
 from interp.registry import MEMBERS, PairSpec, get_pair, resolve
@@ -143,13 +145,17 @@ def _explain_failure(source: str, err: Exception) -> LoadError:
 
 
 def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None,
-         progress: bool = False) -> LM:
+         progress: bool = False, head: str | None = None) -> LM | EncoderRewardModel:
     """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``.
+
+    ``head``: ``"causal"`` (an ``LM``), ``"classifier"`` (a reward model, see ``interp.reward``),
+    or ``None``: a classifier when the config's architectures name a ``*ForSequenceClassification``
+    (so ``load("toy/reward")`` is a reward model).
 
     ``device`` must be one of :func:`available_devices`; a local folder must hold a
     ``config.json`` and weights. transformers' weight-loading bar shows only with ``progress``.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve(name_or_path)
     if os.path.sep in name_or_path and not os.path.exists(source) and name_or_path.startswith((".", "/", "~")):
@@ -164,7 +170,12 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise _explain_failure(source, err) from err
-    arch_for(config)  # fail on an unsupported family before fetching any weights
+    head = reward.head_of(config, head)
+    if head == "classifier":  # fail on an unsupported family before fetching any weights
+        reward.check_classifier(config)
+    else:
+        arch_for(config)
+    auto = AutoModelForSequenceClassification if head == "classifier" else AutoModelForCausalLM
     kwargs: dict = {}
     torch_dtype = parse_dtype(dtype)
     if torch_dtype is not None:
@@ -176,12 +187,14 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         kwargs["device_map"] = device_map
     try:
         with _loading_bars(progress):
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            model = auto.from_pretrained(source, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise _explain_failure(source, err) from err
     if device is not None and "device_map" not in kwargs:
         model = model.to(device)
+    if head == "classifier":
+        return reward.wrap(model, tokenizer, name=name_or_path)
     return LM(model, tokenizer, name=name_or_path)
 
 

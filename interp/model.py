@@ -12,7 +12,7 @@ from torch import Tensor
 
 from interp.adapters import Arch, arch_for
 from interp.cache import ActivationCache, Run
-from interp.errors import InterpError, PromptError
+from interp.errors import InterpError, PromptError, UnknownHook
 from interp.hook_names import HookPoint, parse, valid_points
 from interp.hooks import HookSession, StopForward
 from interp.interventions import as_callable
@@ -24,6 +24,8 @@ Prompts = str | Sequence[str] | Tensor | Sequence[int] | Sequence[Sequence[int]]
 ACCEPTED = ("a str, a list of str, or token ids (an integer tensor [batch, seq] or [seq], a list of ints, "
             "or a list of such sequences)")
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+# A reward model's own hook (``interp.reward``): its score head's output at every position.
+SCORE_HOOK = "hook_score"
 
 
 def _array_to_tensor(x):
@@ -122,7 +124,14 @@ class LM:
 
     def resolve(self, name: str) -> list[HookPoint]:
         """Full or short hook name -> the points it selects (raises UnknownHook)."""
-        return parse(name, self.n_layers, self.parallel, self.arch.pos_embed is not None)
+        try:
+            return parse(name, self.n_layers, self.parallel, self.arch.pos_embed is not None)
+        except UnknownHook as err:
+            if name != SCORE_HOOK:
+                raise
+            valid = str(err).partition("; ")[2]
+            raise UnknownHook(f"{name!r} is a reward model's hook (its score head's output), and this is a "
+                              f"causal LM; load a reward model with interp.load_reward(...); {valid}") from None
 
     # -- tokens ------------------------------------------------------------------------
     def to_tokens(

@@ -13,8 +13,8 @@ from torch import Tensor
 from interp.adapters import Arch, arch_for
 from interp.cache import ActivationCache, Run
 from interp.errors import InterpError, PromptError
-from interp.hook_names import HookPoint, parse, valid_points
-from interp.hooks import HookSession, StopForward
+from interp.hook_names import QKV_POINTS, HookPoint, parse, valid_points
+from interp.hooks import HookSession, StopForward, eager_attention
 from interp.interventions import as_callable
 from interp.positions import Positions, columns
 
@@ -77,6 +77,12 @@ class LM:
         self.d_vocab: int = int(config.vocab_size)
         self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
         self.parallel: bool = self.arch.is_parallel(config)
+        self.n_heads: int = self.arch.n_heads(config)
+        self.n_kv_heads: int = self.arch.n_kv_heads(config)  # < n_heads for grouped-query attention
+        self.d_head: int = self.arch.d_head(config)
+        # The attention-head points this family's adapter row supports (interp.hook_names).
+        self.head_points: tuple[str, ...] = (
+            (QKV_POINTS if self.arch.has_qkv() else ()) + (("pattern", "z") if self.arch.attn_o else ()))
         # Padding needs a pad id; which one is irrelevant since the attention mask hides it.
         if self.tokenizer is not None and self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -114,7 +120,7 @@ class LM:
     # -- names -------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
         """Every full hook name of this model, in execution order."""
-        globals_, points = valid_points(self.n_layers, self.parallel, self.arch.pos_embed is not None)
+        globals_, points = valid_points(self.n_layers, self.parallel, self.arch.pos_embed is not None, self.head_points)
         names = [g for g in globals_ if g != "ln_final.hook_normalized"]
         for layer in range(self.n_layers):
             names += [HookPoint(layer, p).name for p in points]
@@ -122,7 +128,7 @@ class LM:
 
     def resolve(self, name: str) -> list[HookPoint]:
         """Full or short hook name -> the points it selects (raises UnknownHook)."""
-        return parse(name, self.n_layers, self.parallel, self.arch.pos_embed is not None)
+        return parse(name, self.n_layers, self.parallel, self.arch.pos_embed is not None, self.head_points)
 
     # -- tokens ------------------------------------------------------------------------
     def to_tokens(
@@ -223,9 +229,13 @@ class LM:
         points = [p for name in capture for p in self.resolve(name)]
         writes = {}
         for name, value in (interventions or {}).items():
-            fn = as_callable(value, name)
             for p in self.resolve(name):
-                writes[p] = fn
+                if p.point == "pattern":
+                    raise InterpError(
+                        f"{p.name} can be captured, not written (the probabilities are read after the "
+                        "attention ran); write attn.hook_q / hook_k (the scores) or attn.hook_z (the heads' outputs)"
+                    )
+                writes[p] = as_callable(value, name, p)
         stop_layer = None
         if not logits:
             asked = points + list(writes)
@@ -242,7 +252,8 @@ class LM:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         session = HookSession(self.model, self.arch, points, writes, lengths.to(device), cols, stop_layer, grad)
         out_logits = None
-        with torch.set_grad_enabled(grad), session.attached():
+        eager = any(p.point == "pattern" for p in points + list(writes))
+        with torch.set_grad_enabled(grad), eager_attention(self.model, eager), session.attached():
             try:
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
                 out_logits = out.logits

@@ -30,7 +30,7 @@ def targets_of(lm) -> torch.Tensor:
 
 def test_the_family_norm_is_linearised(lm, family):
     assert type(lm.final_norm).__name__.endswith(NORMS[family])
-    lin = linearise_norm(lm.final_norm)
+    lin = linearise_norm(lm.final_norm, lm.arch.norm)
     assert lin.centre == (NORMS[family] == "LayerNorm")
     assert (lin.bias is not None) == (NORMS[family] == "LayerNorm")
 

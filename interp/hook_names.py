@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from interp.errors import UnknownHook
+from interp.errors import NoHeadHooks, UnknownHook
 
 BLOCK_POINTS: tuple[str, ...] = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
 # Per-head points inside the attention, in execution order (named blocks.{l}.attn.hook_{point}).
@@ -113,7 +113,7 @@ def parse(
     head_named = _HEAD_RE.match(name)
     asked = name if head_named is None else head_named.group(2)
     if asked in HEAD_POINTS and asked not in heads:
-        raise UnknownHook(
+        raise NoHeadHooks(
             f"{name!r}: this model's adapter row does not name the attention projections that head "
             f"hook needs ({'attn_o' if asked in ('z', 'pattern') else 'attn_q/k/v or attn_qkv'}); "
             f"add them to its row in interp.adapters; {choices}"

@@ -243,6 +243,9 @@ class HookSession:
                     "attention only); load the model with attn_implementation='eager'"
                 )
             self._visit(point, weights)
+            z = HookPoint(layer, "z").name
+            if z in self.cache:  # read after z (the sublayer's end), listed before it (TL's order)
+                self.cache[z] = self.cache.pop(z)
 
         return hook
 

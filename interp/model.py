@@ -80,9 +80,6 @@ class LM:
         self.n_heads: int = self.arch.n_heads(config)
         self.n_kv_heads: int = self.arch.n_kv_heads(config)  # < n_heads for grouped-query attention
         self.d_head: int = self.arch.d_head(config)
-        # The attention-head points this family's adapter row supports (interp.hook_names).
-        self.head_points: tuple[str, ...] = (
-            (QKV_POINTS if self.arch.has_qkv() else ()) + (("pattern", "z") if self.arch.attn_o else ()))
         # Padding needs a pad id; which one is irrelevant since the attention mask hides it.
         if self.tokenizer is not None and self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -108,6 +105,11 @@ class LM:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def head_points(self) -> tuple[str, ...]:
+        """The attention-head points this family's adapter row supports (``interp.hook_names``)."""
+        return (QKV_POINTS if self.arch.has_qkv() else ()) + (("pattern", "z") if self.arch.attn_o else ())
 
     @property
     def final_norm(self) -> torch.nn.Module:

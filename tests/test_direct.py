@@ -73,6 +73,6 @@ def test_one_component_by_hand(lm):
 
 def test_unknown_norm_is_a_clear_error(lm_of):
     lm = lm_of("gpt2")
-    fake = types.SimpleNamespace(final_norm=torch.nn.Identity(), unembed=lm.unembed)
-    with pytest.raises(interp.UnsupportedArchitecture, match="Identity; supported: torch.nn.LayerNorm"):
+    fake = types.SimpleNamespace(final_norm=torch.nn.Identity(), unembed=lm.unembed, arch=lm.arch)
+    with pytest.raises(interp.UnsupportedArchitecture, match="no attribute 'eps'.*LAYERNORM: eps, weight, bias"):
         direct_logit_attribution(fake, torch.zeros(1, 64), torch.zeros(2, 1, 64), torch.tensor([0]))

@@ -10,7 +10,7 @@
 from interp import direct, lens, patching, transplant
 from interp.adapters import ARCHITECTURES, Arch
 from interp.cache import ActivationCache, Run
-from interp.errors import InterpError, LoadError, PromptError, UnknownHook, UnsupportedArchitecture
+from interp.errors import InterpError, LoadError, NoHeadHooks, PromptError, UnknownHook, UnsupportedArchitecture
 from interp.hook_names import block_hook
 from interp.identity import model_identity
 from interp.interventions import add, replace
@@ -19,7 +19,7 @@ from interp.model import LM
 from interp.registry import PAIRS, PairSpec
 
 __all__ = [
-    "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "PAIRS", "Pair",
+    "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "NoHeadHooks", "PAIRS", "Pair",
     "PairSpec", "PromptError", "Run", "UnknownHook", "UnsupportedArchitecture", "add", "block_hook",
     "direct", "lens", "load", "load_pair", "model_identity", "patching", "replace", "transplant",
 ]

@@ -15,9 +15,10 @@ point is not a module boundary it is derived from ones that are:
   rotary, as TransformerLens's; k and v have the model's ``n_kv_heads`` (grouped-query);
 * ``attn.hook_z``: input of the attention output projection, viewed ``[batch, pos, head,
   d_head]`` (a forward pre-hook may replace it);
-* ``attn.hook_pattern``: the attention probabilities ``[batch, head, query, key]`` that the
-  attention sublayer returns next to its update under eager attention (``eager_attention``
-  switches a run to it). It is read after the sublayer ran, so it can be captured, not written.
+* ``attn.hook_pattern``: the attention probabilities ``[batch, head, query, key]``, the output
+  of the one softmax the attention sublayer computes under eager attention (``eager_attention``
+  switches a run to it), taken with a torch function mode while that sublayer runs; a write
+  there is what the values are mixed with.
 
 Captured tensors are copies (``clone`` or a gather at the chosen positions): later in-place
 operations of the model cannot touch them. They are detached unless ``grad=True``.
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 import torch
 from jaxtyping import Int
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from interp.adapters import Arch
 from interp.errors import InterpError
@@ -41,6 +43,27 @@ WriteFn = Callable[[Tensor, Tensor], Tensor]
 
 class StopForward(Exception):
     """Raised inside a hook once every requested point has been computed."""
+
+
+class _SoftmaxTap(TorchFunctionMode):
+    """While an attention sublayer runs, passes its softmax's output (the probabilities, in
+    eager attention the one softmax of every supported family) through ``visit``: captured
+    there, and a write is what the values are then mixed with."""
+
+    def __init__(self, visit: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.visit = visit
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _SOFTMAXES:
+            self.calls += 1
+            out = self.visit(out)
+        return out
+
+
+_SOFTMAXES = (torch.nn.functional.softmax, torch.softmax, Tensor.softmax)
 
 
 @contextmanager
@@ -117,6 +140,7 @@ class HookSession:
         self.cache: dict[str, Tensor] = {}
         self._resid_pre: dict[int, Tensor] = {}
         self._handles: list = []
+        self._taps: list[_SoftmaxTap] = []  # active while an attention sublayer runs
 
     # -- storing and writing ------------------------------------------------------------
     def _select(self, act: Tensor, pos_axis: int = 1) -> Tensor:
@@ -232,22 +256,26 @@ class HookSession:
 
         return hook
 
-    def _pattern_post(self, layer: int):
+    def _pattern_taps(self, layer: int):
+        """Hooks around the attention sublayer that put a ``_SoftmaxTap`` on for its forward."""
         point = HookPoint(layer, "pattern")
 
-        def hook(module, args, output):
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if not isinstance(weights, Tensor):
-                raise InterpError(
-                    f"{point.name}: the attention returned no probabilities (it does under eager "
-                    "attention only); load the model with attn_implementation='eager'"
-                )
-            self._visit(point, weights)
-            z = HookPoint(layer, "z").name
-            if z in self.cache:  # read after z (the sublayer's end), listed before it (TL's order)
-                self.cache[z] = self.cache.pop(z)
+        def pre(module, args):
+            tap = _SoftmaxTap(lambda weights: self._visit(point, weights))
+            tap.__enter__()
+            self._taps.append(tap)
 
-        return hook
+        def post(module, args, output):
+            tap = self._taps.pop()
+            tap.__exit__(None, None, None)
+            if tap.calls != 1:
+                raise InterpError(
+                    f"{point.name}: the attention computed {tap.calls} softmaxes, not one (it computes "
+                    "its probabilities with one softmax under eager attention only); load the model "
+                    "with attn_implementation='eager'"
+                )
+
+        return pre, post
 
     def _unembed_pre(self):
         def hook(module, args):
@@ -262,7 +290,10 @@ class HookSession:
         if self._wants(layer, "z"):
             register(block.get_submodule(arch.attn_o).register_forward_pre_hook(self._z_pre(layer)))
         if self._wants(layer, "pattern"):
-            register(block.get_submodule(arch.attn).register_forward_hook(self._pattern_post(layer)))
+            pre, post = self._pattern_taps(layer)
+            attn = block.get_submodule(arch.attn)
+            register(attn.register_forward_pre_hook(pre))
+            register(attn.register_forward_hook(post))
         qkv = [name for name in QKV_POINTS if self._wants(layer, name)]
         if qkv and arch.attn_qkv is not None:
             register(block.get_submodule(arch.attn_qkv).register_forward_hook(self._qkv_post(layer)))
@@ -306,6 +337,8 @@ class HookSession:
                     register(model.get_submodule(arch.unembed).register_forward_pre_hook(self._unembed_pre()))
             yield self
         finally:
+            while self._taps:  # an error inside the attention left its tap on
+                self._taps.pop().__exit__(None, None, None)
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()

@@ -232,11 +232,6 @@ class LM:
         writes = {}
         for name, value in (interventions or {}).items():
             for p in self.resolve(name):
-                if p.point == "pattern":
-                    raise InterpError(
-                        f"{p.name} can be captured, not written (the probabilities are read after the "
-                        "attention ran); write attn.hook_q / hook_k (the scores) or attn.hook_z (the heads' outputs)"
-                    )
                 writes[p] = as_callable(value, name, p)
         stop_layer = None
         if not logits:

@@ -81,6 +81,29 @@ def test_head_add_at_positions(lm):
     assert diff.abs().max() == 0
 
 
+def test_pattern_write_is_what_the_values_are_mixed_with(lm):
+    """Head 1 made to attend to its own position only: its z is then its value there; the other
+    heads are untouched. A write at the last query only leaves the other queries' rows."""
+    prompt = PROMPTS[1]
+    base = lm.run(prompt, capture=["pattern", "v", "z"])
+    seq = base.tokens.shape[1]
+    run = lm.run(prompt, capture=["pattern", "v", "z"],
+                 interventions={name("pattern"): interp.replace(torch.eye(seq), heads=[1])})
+    z, v = run.cache[name("z")], run.cache[name("v")]
+    group = lm.n_heads // lm.n_kv_heads
+    torch.testing.assert_close(z[:, :, 1], v[:, :, 1 // group], atol=1e-6, rtol=0)
+    assert (run.cache[name("pattern")][:, 1] == torch.eye(seq)).all()
+    others = [h for h in range(lm.n_heads) if h != 1]
+    torch.testing.assert_close(z[:, :, others], base.cache[name("z")][:, :, others], atol=0, rtol=0)
+    assert not torch.allclose(z[:, :, 1], base.cache[name("z")][:, :, 1])
+    one_row = lm.run(prompt, capture="pattern", interventions={
+        name("pattern"): interp.replace(torch.full((seq,), 1.0 / seq), positions=-1, heads=[0])})
+    got, old = one_row.cache[name("pattern")], base.cache[name("pattern")]
+    assert (got[:, 0, -1] == 1.0 / seq).all()
+    torch.testing.assert_close(got[:, 0, :-1], old[:, 0, :-1], atol=0, rtol=0)
+    torch.testing.assert_close(got[:, 1:], old[:, 1:], atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("point", ["q", "k", "v"])
 def test_qkv_writes(lm, point):
     """A write to one of q/k/v (a fused projection is split and put back together) lands on
@@ -148,8 +171,8 @@ def test_bad_head_input_raises(lm_of):
         lm.run(PROMPTS, interventions={name("k"): interp.add(torch.zeros(lm.d_head), heads=[2])})
     with pytest.raises(InterpError, match="heads= applies to attention-head hooks"):
         lm.run(PROMPTS, interventions={"blocks.0.hook_resid_pre": interp.add(torch.zeros(lm.d_model), heads=[0])})
-    with pytest.raises(InterpError, match="captured, not written.*hook_z"):
-        lm.run(PROMPTS, interventions={name("pattern"): torch.zeros(1)})
+    with pytest.raises(InterpError, match=r"does not broadcast to the activation slice \[batch, n_heads, n_pos, key_pos\]"):
+        lm.run(PROMPTS, interventions={name("pattern"): interp.replace(torch.zeros(3, 3), heads=[0])})
     with pytest.raises(UnknownHook, match=r"blocks\.\{0\.\.2\}\.attn\.hook_\{q,k,v,pattern,z\}"):
         lm.run(PROMPTS, capture="blocks.0.hook_z")
     with pytest.raises(UnknownHook, match="layer 7 is out of range"):

@@ -173,6 +173,7 @@ def test_bad_head_input_raises(lm_of):
         lm.run(PROMPTS, interventions={"blocks.0.hook_resid_pre": interp.add(torch.zeros(lm.d_model), heads=[0])})
     with pytest.raises(InterpError, match=r"does not broadcast to the activation slice \[batch, n_heads, n_pos, key_pos\]"):
         lm.run(PROMPTS, interventions={name("pattern"): interp.replace(torch.zeros(3, 3), heads=[0])})
+    assert torch._C._len_torch_function_stack() == 0  # the error inside the attention left no mode on
     with pytest.raises(UnknownHook, match=r"blocks\.\{0\.\.2\}\.attn\.hook_\{q,k,v,pattern,z\}"):
         lm.run(PROMPTS, capture="blocks.0.hook_z")
     with pytest.raises(UnknownHook, match="layer 7 is out of range"):

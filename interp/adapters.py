@@ -92,6 +92,10 @@ class Arch:
     n_kv_heads_key: str | None = "num_key_value_heads"
     head_dim_key: str | None = "head_dim"
 
+    def __post_init__(self):
+        if self.qkv_layout not in QKV_LAYOUTS:
+            raise UnsupportedArchitecture(f"qkv_layout {self.qkv_layout!r} is not one of {', '.join(QKV_LAYOUTS)}")
+
     def is_parallel(self, config) -> bool:
         if isinstance(self.parallel, bool):
             return self.parallel

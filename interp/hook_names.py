@@ -106,10 +106,8 @@ def parse(
                 "so there is no residual stream between them (no resid_mid); "
                 f"{choices}"
             )
-    if name.startswith("attn.hook_"):
+    if name.removeprefix("attn.hook_") in HEAD_POINTS:  # "attn.hook_z" is the short "z"
         name = name.removeprefix("attn.hook_")
-        if name not in HEAD_POINTS:
-            name = "attn.hook_" + name
     head_named = _HEAD_RE.match(name)
     asked = name if head_named is None else head_named.group(2)
     if asked in HEAD_POINTS and asked not in heads:

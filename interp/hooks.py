@@ -212,7 +212,7 @@ class HookSession:
 
     def _heads_of(self, flat: Tensor) -> Tensor:
         """``[batch, pos, n * d_head]`` viewed ``[batch, pos, n, d_head]``."""
-        return flat.view(*flat.shape[:-1], -1, self.d_head)
+        return flat.reshape(*flat.shape[:-1], -1, self.d_head)
 
     def _z_pre(self, layer: int):
         point = HookPoint(layer, "z")
@@ -242,7 +242,7 @@ class HookSession:
 
         def hook(module, args, output):
             if layout == "per_head":  # [..., head, (q_h | k_h | v_h)]
-                parts = output.view(*output.shape[:-1], self.n_heads, 3 * self.d_head).chunk(3, dim=-1)
+                parts = output.reshape(*output.shape[:-1], self.n_heads, 3 * self.d_head).chunk(3, dim=-1)
             else:  # [..., (q | k | v)], each head-major
                 sizes = [self.n_heads * self.d_head] + [self.n_kv_heads * self.d_head] * 2
                 parts = [self._heads_of(x) for x in output.split(sizes, dim=-1)]

@@ -216,12 +216,14 @@ class LM:
                 masks set so that each prompt's numbers equal those of running it alone, and
                 position ``-1`` is every prompt's last real token.
             capture: full hook names, or short names meaning every layer (see
-                ``interp.hook_names``).
+                ``interp.hook_names``; attention heads: ``blocks.{l}.attn.hook_{q,k,v,pattern,z}``,
+                and a run with a pattern hook uses eager attention).
             positions: prompt-relative positions to keep (e.g. ``-1``); captures and logits
                 are then ``[batch, len(positions), ...]`` and the unembedding is computed only
                 there, so memory stays O(layers x d_model) per prompt.
             interventions: hook name (full or short) -> tensor / ``interp.replace`` /
-                ``interp.add`` / function of the activation. Captures see written values.
+                ``interp.add`` (at head hooks with ``heads=[...]``) / function of the
+                activation. Captures see written values.
             logits: with ``False``, the forward stops after the deepest hook point asked
                 for; ``run.logits`` is then ``None``.
             grad: keep the autograd graph (captures not detached).

@@ -92,9 +92,8 @@ class Write:
         n = act.shape[head_axis]
         bad = [h for h in heads if not 0 <= h < n]
         if bad or not heads:
-            raise InterpError(
-                f"heads {bad or heads} out of range at {hook_name!r}, which has {n} heads; valid heads: 0..{n - 1}"
-            )
+            what = f"heads {bad} out of range" if bad else "heads= is empty"
+            raise InterpError(f"{what} at {hook_name!r}, which has {n} heads; valid heads: 0..{n - 1}")
         return heads
 
 

@@ -13,7 +13,7 @@
 from interp import direct, encoder, lens, patching, reward, transplant
 from interp.adapters import ARCHITECTURES, Arch
 from interp.cache import ActivationCache, Run
-from interp.errors import InterpError, LoadError, PromptError, UnknownHook, UnsupportedArchitecture
+from interp.errors import InterpError, LoadError, NoHeadHooks, PromptError, UnknownHook, UnsupportedArchitecture
 from interp.hook_names import block_hook
 from interp.identity import model_identity
 from interp.interventions import add, replace
@@ -23,7 +23,7 @@ from interp.registry import PAIRS, PairSpec
 from interp.reward import RewardLM, RewardRun, load_reward
 
 __all__ = [
-    "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "PAIRS", "Pair",
+    "ARCHITECTURES", "ActivationCache", "Arch", "InterpError", "LM", "LoadError", "NoHeadHooks", "PAIRS", "Pair",
     "PairSpec", "PromptError", "Run", "UnknownHook", "UnsupportedArchitecture", "add", "block_hook",
     "RewardLM", "RewardRun", "direct", "encoder", "lens", "load", "load_pair", "load_reward", "model_identity",
     "patching", "replace", "reward", "transplant",

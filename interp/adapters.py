@@ -6,7 +6,9 @@ it never branches on a family name. A model whose ``config.model_type`` has no r
 failure mode of heuristics that once skipped Llama's RMSNorm in other tools).
 
 The paths below were read off transformers 5.x modules (``named_children`` of each
-family). Block-relative paths (``attn``, ``mlp``) are joined to ``blocks.{layer}``.
+family). Block-relative paths (``attn``, ``mlp``, ``attn_o`` ...) are joined to
+``blocks.{layer}``. Head counts are read from the config (``Arch.n_heads`` and friends), the
+norm's parameters through a :class:`Norm` (which attribute holds eps, weight, bias).
 """
 
 from __future__ import annotations
@@ -14,6 +16,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from interp.errors import UnsupportedArchitecture
+
+
+@dataclass(frozen=True)
+class Norm:
+    """How to read a norm module's parameters (direct attribution linearises with them).
+
+    Attributes:
+        centre: the norm subtracts the mean (LayerNorm) or not (RMSNorm).
+        eps: attribute holding the epsilon inside the square root.
+        weight: attribute holding the elementwise gain ``[d_model]`` (``None``: no gain).
+        bias: attribute holding the elementwise bias ``[d_model]`` (``None``: no bias).
+    """
+
+    centre: bool
+    eps: str
+    weight: str | None = "weight"
+    bias: str | None = None
+
+
+LAYERNORM = Norm(centre=True, eps="eps", weight="weight", bias="bias")  # torch.nn.LayerNorm
+# HF's Llama-style RMSNorm: weight * x / sqrt(mean(x^2) + variance_epsilon)
+RMSNORM = Norm(centre=False, eps="variance_epsilon", weight="weight", bias=None)
+
+# How a fused q/k/v projection's output ``[..., 3 * n_heads * d_head]`` splits:
+# "qkv": [all q | all k | all v], each head-major (GPT-2's c_attn);
+# "per_head": per head [q_h | k_h | v_h], head-major (GPT-NeoX's query_key_value).
+QKV_LAYOUTS = ("qkv", "per_head")
 
 
 @dataclass(frozen=True)
@@ -31,6 +60,17 @@ class Arch:
         pos_embed: the learned position embedding, or ``None`` for rotary families.
         parallel: whether attention and FFN both read ``resid_pre`` (GPT-J, most
             GPT-NeoX). A ``str`` names the boolean config attribute that decides it.
+        norm: how the final norm's (and the blocks' norms') parameters are read.
+        attn_o: attention output projection, block-relative; its input, split into heads,
+            is ``hook_z``. ``None``: head hooks are not available for the family.
+        attn_q, attn_k, attn_v: separate q/k/v projections, block-relative (``None`` when
+            fused or unknown); their outputs, split into heads, are ``hook_q/k/v`` (before
+            rotary, as in TransformerLens).
+        attn_qkv: a fused q/k/v projection instead, block-relative, split as ``qkv_layout``
+            says (one of ``QKV_LAYOUTS``).
+        n_heads_key, n_kv_heads_key, head_dim_key: config attributes of the query-head
+            count, the key/value-head count (grouped-query; absent means ``n_heads``) and
+            the head width (absent means ``hidden_size // n_heads``).
     """
 
     blocks: str
@@ -41,11 +81,40 @@ class Arch:
     embed: str
     pos_embed: str | None
     parallel: bool | str
+    norm: Norm = LAYERNORM
+    attn_o: str | None = None
+    attn_q: str | None = None
+    attn_k: str | None = None
+    attn_v: str | None = None
+    attn_qkv: str | None = None
+    qkv_layout: str = "qkv"
+    n_heads_key: str = "num_attention_heads"
+    n_kv_heads_key: str | None = "num_key_value_heads"
+    head_dim_key: str | None = "head_dim"
+
+    def __post_init__(self):
+        if self.qkv_layout not in QKV_LAYOUTS:
+            raise UnsupportedArchitecture(f"qkv_layout {self.qkv_layout!r} is not one of {', '.join(QKV_LAYOUTS)}")
 
     def is_parallel(self, config) -> bool:
         if isinstance(self.parallel, bool):
             return self.parallel
         return bool(getattr(config, self.parallel))
+
+    def n_heads(self, config) -> int:
+        return int(getattr(config, self.n_heads_key))
+
+    def n_kv_heads(self, config) -> int:
+        """Key/value heads: fewer than ``n_heads`` for grouped-query attention."""
+        value = getattr(config, self.n_kv_heads_key, None) if self.n_kv_heads_key else None
+        return int(value) if value else self.n_heads(config)
+
+    def d_head(self, config) -> int:
+        value = getattr(config, self.head_dim_key, None) if self.head_dim_key else None
+        return int(value) if value else int(config.hidden_size) // self.n_heads(config)
+
+    def has_qkv(self) -> bool:
+        return self.attn_qkv is not None or None not in (self.attn_q, self.attn_k, self.attn_v)
 
 
 _LLAMA_LIKE = Arch(
@@ -57,6 +126,11 @@ _LLAMA_LIKE = Arch(
     embed="model.embed_tokens",
     pos_embed=None,
     parallel=False,
+    norm=RMSNORM,
+    attn_o="self_attn.o_proj",
+    attn_q="self_attn.q_proj",
+    attn_k="self_attn.k_proj",
+    attn_v="self_attn.v_proj",
 )
 
 ARCHITECTURES: dict[str, Arch] = {
@@ -69,6 +143,9 @@ ARCHITECTURES: dict[str, Arch] = {
         embed="transformer.wte",
         pos_embed="transformer.wpe",
         parallel=False,
+        attn_o="attn.c_proj",
+        attn_qkv="attn.c_attn",
+        qkv_layout="qkv",
     ),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
@@ -82,6 +159,9 @@ ARCHITECTURES: dict[str, Arch] = {
         embed="gpt_neox.embed_in",
         pos_embed=None,
         parallel="use_parallel_residual",
+        attn_o="attention.dense",
+        attn_qkv="attention.query_key_value",
+        qkv_layout="per_head",
     ),
     "gptj": Arch(
         blocks="transformer.h",
@@ -92,6 +172,10 @@ ARCHITECTURES: dict[str, Arch] = {
         embed="transformer.wte",
         pos_embed=None,
         parallel=True,
+        attn_o="attn.out_proj",
+        attn_q="attn.q_proj",
+        attn_k="attn.k_proj",
+        attn_v="attn.v_proj",
     ),
 }
 

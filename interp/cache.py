@@ -15,7 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import InterpError, UnknownHook
-from interp.hook_names import BLOCK_POINTS, block_hook
+from interp.hook_names import BLOCK_POINTS, HEAD_POINTS, block_hook
 
 
 MAX_SHOWN = 6  # hook names a cache's repr lists before "... N more"
@@ -29,13 +29,14 @@ def describe(t: Tensor | None) -> str:
 
 
 class ActivationCache(Mapping[str, Tensor]):
-    """Captured activations by full hook name, each ``[batch, pos, d_model]``."""
+    """Captured activations by full hook name, each ``[batch, pos, d_model]`` (head hooks:
+    ``[batch, pos, head, d_head]``, a pattern ``[batch, head, query_pos, key_pos]``)."""
 
     def __init__(self, tensors: dict[str, Tensor], n_layers: int):
         self._tensors = tensors
         self.n_layers = n_layers
 
-    def __getitem__(self, name: str) -> Float[Tensor, "batch pos d_model"]:
+    def __getitem__(self, name: str) -> Float[Tensor, "batch ..."]:
         try:
             return self._tensors[name]
         except KeyError:
@@ -55,10 +56,10 @@ class ActivationCache(Mapping[str, Tensor]):
     def __len__(self) -> int:
         return len(self._tensors)
 
-    def stack(self, point: str) -> Float[Tensor, "layer batch pos d_model"]:
+    def stack(self, point: str) -> Float[Tensor, "layer batch ..."]:
         """The point at every layer, stacked: ``stack("resid_post")[l] == cache[f"blocks.{l}.hook_resid_post"]``."""
-        if point not in BLOCK_POINTS:
-            raise UnknownHook(f"stack() takes a per-block short name ({', '.join(BLOCK_POINTS)}), got {point!r}")
+        if point not in BLOCK_POINTS + HEAD_POINTS:
+            raise UnknownHook(f"stack() takes a per-block short name ({', '.join(BLOCK_POINTS + HEAD_POINTS)}), got {point!r}")
         names = [block_hook(layer, point) for layer in range(self.n_layers)]
         missing = [n for n in names if n not in self._tensors]
         if missing:

@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.adapters import Norm
 from interp.errors import UnsupportedArchitecture
 
 
@@ -48,18 +49,21 @@ class NormLinearisation:
     bias: Tensor | None
 
 
-def linearise_norm(norm: torch.nn.Module) -> NormLinearisation:
-    """The linearisation parameters of ``norm``: ``torch.nn.LayerNorm`` and the HF
-    ``*RMSNorm`` modules that compute ``weight * x / sqrt(mean(x^2) + variance_epsilon)``
-    (Llama, Mistral, Qwen2). Raises ``UnsupportedArchitecture`` for any other norm."""
-    if isinstance(norm, torch.nn.LayerNorm):
-        return NormLinearisation(True, norm.eps, norm.weight, norm.bias)
-    if type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon") and hasattr(norm, "weight"):
-        return NormLinearisation(False, norm.variance_epsilon, norm.weight, None)
-    raise UnsupportedArchitecture(
-        f"direct logit attribution: cannot linearise the final norm {type(norm).__name__}; "
-        "supported: torch.nn.LayerNorm and HF *RMSNorm (weight, variance_epsilon)"
-    )
+def linearise_norm(norm: torch.nn.Module, kind: Norm) -> NormLinearisation:
+    """The linearisation parameters of ``norm``, read as the adapter row's ``kind`` says
+    (``lm.arch.norm``: which attributes hold eps, weight and bias). Raises
+    ``UnsupportedArchitecture`` when the module lacks one of them."""
+    names = {"eps": kind.eps, "weight": kind.weight, "bias": kind.bias}
+    missing = [attr for attr in names.values() if attr is not None and not hasattr(norm, attr)]
+    if missing:
+        raise UnsupportedArchitecture(
+            f"direct logit attribution: the final norm has no attribute {missing[0]!r} that the "
+            f"adapter row's norm ({kind}) names; fix the row's norm in interp.adapters "
+            "(LAYERNORM: eps, weight, bias; RMSNORM: variance_epsilon, weight)"
+        )
+    weight = getattr(norm, kind.weight) if kind.weight is not None else None
+    bias = getattr(norm, kind.bias) if kind.bias is not None else None
+    return NormLinearisation(kind.centre, float(getattr(norm, kind.eps)), weight, bias)
 
 
 @dataclass
@@ -97,7 +101,7 @@ def direct_logit_attribution(
         ``DirectAttribution``; computed in float32. ``contributions.sum(0) + bias`` equals the
         output's ``logit[target] - mean(logit)`` when the components sum to ``final_resid``.
     """
-    lin = linearise_norm(lm.final_norm)
+    lin = linearise_norm(lm.final_norm, lm.arch.norm)
     x = final_resid.float()
     w_u = lm.unembed.weight.float()  # [vocab, d_model]
     direction = w_u[targets] - w_u.mean(0)  # [batch, d_model]

@@ -28,3 +28,8 @@ class PromptError(InterpError):
 class LoadError(InterpError):
     """A model or pair that cannot be found, loaded or quantised here, a folder without a
     model, or a device this machine does not have."""
+
+
+class NoHeadHooks(UnknownHook, UnsupportedArchitecture):
+    """An attention-head hook on a family whose adapter row does not name the projections it
+    needs: a bad hook name for this model, and a gap in its architecture row."""

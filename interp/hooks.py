@@ -9,7 +9,16 @@ point is not a module boundary it is derived from ones that are:
 * ``resid_mid``: ``resid_pre + attn_out``, the same sum the HF block computes next. A write
   to it is carried out by adding ``new - old`` to the attention output, so the block's own
   residual sum yields the written value (up to one float rounding);
-* ``resid_post``: output of block l.
+* ``resid_post``: output of block l;
+* ``attn.hook_q/k/v``: outputs of the q/k/v projections (or the three parts of a fused one,
+  split as the row's ``qkv_layout`` says), viewed ``[batch, pos, head, d_head]``: before
+  rotary, as TransformerLens's; k and v have the model's ``n_kv_heads`` (grouped-query);
+* ``attn.hook_z``: input of the attention output projection, viewed ``[batch, pos, head,
+  d_head]`` (a forward pre-hook may replace it);
+* ``attn.hook_pattern``: the attention probabilities ``[batch, head, query, key]``, the output
+  of the one softmax the attention sublayer computes under eager attention (``eager_attention``
+  switches a run to it), taken with a torch function mode while that sublayer runs; a write
+  there is what the values are mixed with.
 
 Captured tensors are copies (``clone`` or a gather at the chosen positions): later in-place
 operations of the model cannot touch them. They are detached unless ``grad=True``.
@@ -23,15 +32,65 @@ from contextlib import contextmanager
 import torch
 from jaxtyping import Int
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from interp.adapters import Arch
-from interp.hook_names import HookPoint
+from interp.errors import InterpError
+from interp.hook_names import QKV_POINTS, HookPoint
 
 WriteFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class StopForward(Exception):
     """Raised inside a hook once every requested point has been computed."""
+
+
+class _SoftmaxTap(TorchFunctionMode):
+    """While an attention sublayer runs, passes its softmax's output (the probabilities, in
+    eager attention the one softmax of every supported family) through ``visit``: captured
+    there, and a write is what the values are then mixed with."""
+
+    def __init__(self, visit: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.visit = visit
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _SOFTMAXES:
+            self.calls += 1
+            out = self.visit(out)
+        return out
+
+
+_SOFTMAXES = (torch.nn.functional.softmax, torch.softmax, Tensor.softmax)
+
+
+@contextmanager
+def eager_attention(model: nn.Module, wanted: bool) -> Iterator[None]:
+    """Within the ``with``, ``model`` runs eager attention (when ``wanted``), which alone returns
+    attention probabilities; its previous implementation is restored on exit."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if not wanted or before == "eager":
+        yield
+        return
+    switch = getattr(model, "set_attn_implementation", None)
+    if switch is not None:
+        try:
+            switch("eager")
+        except (ValueError, KeyError, ImportError, NotImplementedError):
+            pass
+    if getattr(model.config, "_attn_implementation", None) != "eager":
+        raise InterpError(
+            f"attention patterns (attn.hook_pattern) need eager attention; this model runs {before!r} "
+            "attention and could not be switched at run time. Load it with "
+            "AutoModelForCausalLM.from_pretrained(..., attn_implementation='eager') and wrap it with "
+            "interp.LM.from_hf, or capture the other head hooks (q, k, v, z), which work with any attention"
+        )
+    try:
+        yield
+    finally:
+        switch(before)
 
 
 def _first(output):
@@ -76,17 +135,20 @@ class HookSession:
         self.cols = cols
         self.stop_layer = stop_layer
         self.grad = grad
+        config = model.config
+        self.n_heads, self.n_kv_heads, self.d_head = arch.n_heads(config), arch.n_kv_heads(config), arch.d_head(config)
         self.cache: dict[str, Tensor] = {}
         self._resid_pre: dict[int, Tensor] = {}
         self._handles: list = []
+        self._taps: list[_SoftmaxTap] = []  # active while an attention sublayer runs
 
     # -- storing and writing ------------------------------------------------------------
-    def _select(self, act: Tensor) -> Tensor:
+    def _select(self, act: Tensor, pos_axis: int = 1) -> Tensor:
         if self.cols is None:
             out = act.clone()
         else:
             rows = torch.arange(act.shape[0], device=act.device).unsqueeze(1)
-            out = act[rows, self.cols.to(act.device)]
+            out = act.movedim(pos_axis, 1)[rows, self.cols.to(act.device)].movedim(1, pos_axis)
         return out if self.grad else out.detach()
 
     def _visit(self, point: HookPoint, act: Tensor) -> Tensor:
@@ -95,7 +157,7 @@ class HookSession:
         if write is not None:
             act = write(act, self.lengths)
         if point in self.capture:
-            self.cache[point.name] = self._select(act)
+            self.cache[point.name] = self._select(act, point.pos_axis)
         return act
 
     def _wants(self, layer: int | None, point: str) -> bool:
@@ -148,6 +210,73 @@ class HookSession:
 
         return hook
 
+    def _heads_of(self, flat: Tensor) -> Tensor:
+        """``[batch, pos, n * d_head]`` viewed ``[batch, pos, n, d_head]``."""
+        return flat.reshape(*flat.shape[:-1], -1, self.d_head)
+
+    def _z_pre(self, layer: int):
+        point = HookPoint(layer, "z")
+
+        def hook(module, args):
+            flat = args[0]
+            z = self._heads_of(flat)
+            new = self._visit(point, z)
+            return None if new is z else (new.reshape(flat.shape),) + tuple(args[1:])
+
+        return hook
+
+    def _proj_post(self, layer: int, point: str):
+        p = HookPoint(layer, point)
+
+        def hook(module, args, output):
+            act = self._heads_of(output)
+            new = self._visit(p, act)
+            return None if new is act else new.reshape(output.shape)
+
+        return hook
+
+    def _qkv_post(self, layer: int):
+        """A fused projection's output split into q, k, v (as the row's ``qkv_layout`` says),
+        each visited, and put back together when one was written."""
+        layout = self.arch.qkv_layout
+
+        def hook(module, args, output):
+            if layout == "per_head":  # [..., head, (q_h | k_h | v_h)]
+                parts = output.reshape(*output.shape[:-1], self.n_heads, 3 * self.d_head).chunk(3, dim=-1)
+            else:  # [..., (q | k | v)], each head-major
+                sizes = [self.n_heads * self.d_head] + [self.n_kv_heads * self.d_head] * 2
+                parts = [self._heads_of(x) for x in output.split(sizes, dim=-1)]
+            new = [self._visit(HookPoint(layer, name), x) if self._wants(layer, name) else x
+                   for name, x in zip(QKV_POINTS, parts)]
+            if all(a is b for a, b in zip(new, parts)):
+                return None
+            if layout == "per_head":
+                return torch.cat(new, dim=-1).reshape(output.shape)
+            return torch.cat([x.flatten(-2) for x in new], dim=-1)
+
+        return hook
+
+    def _pattern_taps(self, layer: int):
+        """Hooks around the attention sublayer that put a ``_SoftmaxTap`` on for its forward."""
+        point = HookPoint(layer, "pattern")
+
+        def pre(module, args):
+            tap = _SoftmaxTap(lambda weights: self._visit(point, weights))
+            tap.__enter__()
+            self._taps.append(tap)
+
+        def post(module, args, output):
+            tap = self._taps.pop()
+            tap.__exit__(None, None, None)
+            if tap.calls != 1:
+                raise InterpError(
+                    f"{point.name}: the attention computed {tap.calls} softmaxes, not one (it computes "
+                    "its probabilities with one softmax under eager attention only); load the model "
+                    "with attn_implementation='eager'"
+                )
+
+        return pre, post
+
     def _unembed_pre(self):
         def hook(module, args):
             hidden = args[0]
@@ -155,6 +284,23 @@ class HookSession:
             return (hidden[rows, self.cols.to(hidden.device)],) + tuple(args[1:])
 
         return hook
+
+    def _attach_heads(self, layer: int, block: nn.Module) -> None:
+        arch, register = self.arch, self._handles.append
+        if self._wants(layer, "z"):
+            register(block.get_submodule(arch.attn_o).register_forward_pre_hook(self._z_pre(layer)))
+        if self._wants(layer, "pattern"):
+            pre, post = self._pattern_taps(layer)
+            attn = block.get_submodule(arch.attn)
+            register(attn.register_forward_pre_hook(pre))
+            register(attn.register_forward_hook(post))
+        qkv = [name for name in QKV_POINTS if self._wants(layer, name)]
+        if qkv and arch.attn_qkv is not None:
+            register(block.get_submodule(arch.attn_qkv).register_forward_hook(self._qkv_post(layer)))
+        elif qkv:
+            paths = {"q": arch.attn_q, "k": arch.attn_k, "v": arch.attn_v}
+            for name in qkv:
+                register(block.get_submodule(paths[name]).register_forward_hook(self._proj_post(layer, name)))
 
     @contextmanager
     def attached(self) -> Iterator["HookSession"]:
@@ -173,6 +319,7 @@ class HookSession:
                     break
                 if self._wants(layer, "resid_pre") or self._wants(layer, "resid_mid"):
                     register(block.register_forward_pre_hook(self._block_pre(layer), with_kwargs=True))
+                self._attach_heads(layer, block)
                 if self._wants(layer, "attn_out") or self._wants(layer, "resid_mid"):
                     register(block.get_submodule(arch.attn).register_forward_hook(self._attn_post(layer)))
                 if self._wants(layer, "mlp_out"):
@@ -190,6 +337,8 @@ class HookSession:
                     register(model.get_submodule(arch.unembed).register_forward_pre_hook(self._unembed_pre()))
             yield self
         finally:
+            while self._taps:  # an error inside the attention left its tap on
+                self._taps.pop().__exit__(None, None, None)
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()

@@ -13,8 +13,8 @@ from torch import Tensor
 from interp.adapters import Arch, arch_for
 from interp.cache import ActivationCache, Run
 from interp.errors import InterpError, PromptError, UnknownHook
-from interp.hook_names import HookPoint, parse, valid_points
-from interp.hooks import HookSession, StopForward
+from interp.hook_names import QKV_POINTS, HookPoint, parse, valid_points
+from interp.hooks import HookSession, StopForward, eager_attention
 from interp.interventions import as_callable
 from interp.positions import Positions, columns
 
@@ -79,6 +79,9 @@ class LM:
         self.d_vocab: int = int(config.vocab_size)
         self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
         self.parallel: bool = self.arch.is_parallel(config)
+        self.n_heads: int = self.arch.n_heads(config)
+        self.n_kv_heads: int = self.arch.n_kv_heads(config)  # < n_heads for grouped-query attention
+        self.d_head: int = self.arch.d_head(config)
         # Padding needs a pad id; which one is irrelevant since the attention mask hides it.
         if self.tokenizer is not None and self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -106,6 +109,11 @@ class LM:
         return next(self.model.parameters()).dtype
 
     @property
+    def head_points(self) -> tuple[str, ...]:
+        """The attention-head points this family's adapter row supports (``interp.hook_names``)."""
+        return (QKV_POINTS if self.arch.has_qkv() else ()) + (("pattern", "z") if self.arch.attn_o else ())
+
+    @property
     def final_norm(self) -> torch.nn.Module:
         return self.model.get_submodule(self.arch.final_norm)
 
@@ -116,7 +124,7 @@ class LM:
     # -- names -------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
         """Every full hook name of this model, in execution order."""
-        globals_, points = valid_points(self.n_layers, self.parallel, self.arch.pos_embed is not None)
+        globals_, points = valid_points(self.n_layers, self.parallel, self.arch.pos_embed is not None, self.head_points)
         names = [g for g in globals_ if g != "ln_final.hook_normalized"]
         for layer in range(self.n_layers):
             names += [HookPoint(layer, p).name for p in points]
@@ -125,7 +133,7 @@ class LM:
     def resolve(self, name: str) -> list[HookPoint]:
         """Full or short hook name -> the points it selects (raises UnknownHook)."""
         try:
-            return parse(name, self.n_layers, self.parallel, self.arch.pos_embed is not None)
+            return parse(name, self.n_layers, self.parallel, self.arch.pos_embed is not None, self.head_points)
         except UnknownHook as err:
             if name != SCORE_HOOK:
                 raise
@@ -217,12 +225,14 @@ class LM:
                 masks set so that each prompt's numbers equal those of running it alone, and
                 position ``-1`` is every prompt's last real token.
             capture: full hook names, or short names meaning every layer (see
-                ``interp.hook_names``).
+                ``interp.hook_names``; attention heads: ``blocks.{l}.attn.hook_{q,k,v,pattern,z}``,
+                and a run with a pattern hook uses eager attention).
             positions: prompt-relative positions to keep (e.g. ``-1``); captures and logits
                 are then ``[batch, len(positions), ...]`` and the unembedding is computed only
                 there, so memory stays O(layers x d_model) per prompt.
             interventions: hook name (full or short) -> tensor / ``interp.replace`` /
-                ``interp.add`` / function of the activation. Captures see written values.
+                ``interp.add`` (at head hooks with ``heads=[...]``) / function of the
+                activation. Captures see written values.
             logits: with ``False``, the forward stops after the deepest hook point asked
                 for; ``run.logits`` is then ``None``.
             grad: keep the autograd graph (captures not detached).
@@ -232,9 +242,8 @@ class LM:
         points = [p for name in capture for p in self.resolve(name)]
         writes = {}
         for name, value in (interventions or {}).items():
-            fn = as_callable(value, name)
             for p in self.resolve(name):
-                writes[p] = fn
+                writes[p] = as_callable(value, name, p)
         stop_layer = None
         if not logits:
             asked = points + list(writes)
@@ -251,7 +260,8 @@ class LM:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         session = HookSession(self.model, self.arch, points, writes, lengths.to(device), cols, stop_layer, grad)
         out_logits = None
-        with torch.set_grad_enabled(grad), session.attached():
+        eager = any(p.point == "pattern" for p in points + list(writes))
+        with torch.set_grad_enabled(grad), eager_attention(self.model, eager), session.attached():
             try:
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
                 out_logits = out.logits

@@ -4,6 +4,7 @@ the exact sweep for a small perturbation, and ``compare`` on hand-computed cases
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 import interp
 from interp.errors import InterpError, UnsupportedArchitecture
 from interp.patching import (
-    OUT_PROJ, attribution_heads, attribution_sweep, baseline_metric, compare, patch_heads, patch_sweep,
+    attribution_heads, attribution_sweep, baseline_metric, compare, patch_heads, patch_sweep,
 )
 
 CORRUPTED = ["the capital of france is paris", "i plan to visit the city"]
@@ -108,8 +109,8 @@ def test_heads_close_to_exact_for_a_small_perturbation(lm_of, tokenizer, family)
 
 def test_heads_of_a_family_without_an_output_projection_row_raise(lm_of, tokenizer, monkeypatch):
     lm = lm_of("gpt2")
-    monkeypatch.delitem(OUT_PROJ, "gpt2")
-    with pytest.raises(UnsupportedArchitecture, match="OUT_PROJ"):
+    monkeypatch.setattr(lm, "arch", dataclasses.replace(lm.arch, attn_o=None))
+    with pytest.raises(UnsupportedArchitecture, match="attn_o"):
         attribution_heads(lm, CORRUPTED, CLEAN, logit_diff(tokenizer))
 
 

@@ -30,7 +30,7 @@ def targets_of(lm) -> torch.Tensor:
 
 def test_the_family_norm_is_linearised(lm, family):
     assert type(lm.final_norm).__name__.endswith(NORMS[family])
-    lin = linearise_norm(lm.final_norm)
+    lin = linearise_norm(lm.final_norm, lm.arch.norm)
     assert lin.centre == (NORMS[family] == "LayerNorm")
     assert (lin.bias is not None) == (NORMS[family] == "LayerNorm")
 
@@ -73,6 +73,6 @@ def test_one_component_by_hand(lm):
 
 def test_unknown_norm_is_a_clear_error(lm_of):
     lm = lm_of("gpt2")
-    fake = types.SimpleNamespace(final_norm=torch.nn.Identity(), unembed=lm.unembed)
-    with pytest.raises(interp.UnsupportedArchitecture, match="Identity; supported: torch.nn.LayerNorm"):
+    fake = types.SimpleNamespace(final_norm=torch.nn.Identity(), unembed=lm.unembed, arch=lm.arch)
+    with pytest.raises(interp.UnsupportedArchitecture, match="no attribute 'eps'.*LAYERNORM: eps, weight, bias"):
         direct_logit_attribution(fake, torch.zeros(1, 64), torch.zeros(2, 1, 64), torch.tensor([0]))

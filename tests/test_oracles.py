@@ -3,7 +3,9 @@
 TransformerLens 4 (``TransformerBridge``, booted offline without weight processing) and
 nnsight 0.8 (a trace over the HF model) must agree with ``lm.run`` captures of
 ``resid_pre``, ``mlp_out`` and ``resid_post`` (nnsight also ``attn_out`` and the final norm)
-at every layer, to 1e-4, for GPT-2 and Llama. Neither oracle reads our adapter table.
+at every layer, to 1e-4, for GPT-2 and Llama; TransformerLens also the attention-head hooks
+(q, k, v, pattern, z) on GPT-2, the grouped-query Llama and GPT-NeoX (its fused, per-head
+interleaved q/k/v). Neither oracle reads our adapter table.
 """
 
 import copy
@@ -41,6 +43,32 @@ def test_transformer_lens_bridge_agrees(setup, tokenizer):
     bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_copy, tokenizer=tokenizer)
     names = [f"blocks.{layer}.hook_{p}" for layer in range(n_layers) for p in POINTS]
     _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in names)
+    for name in names:
+        torch.testing.assert_close(cache[name], ours[name], atol=ATOL, rtol=0, msg=f"{family} {name}")
+
+
+HEAD_POINTS = ["q", "k", "v", "pattern", "z"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+def test_transformer_lens_bridge_head_hooks_agree(family, tokenizer, tmp_path):
+    """``blocks.{l}.attn.hook_{q,k,v,pattern,z}``: same names, layouts ([batch, pos, head,
+    d_head], a pattern [batch, head, query, key]) and values; q and k before rotary, and k, v
+    with the grouped-query Llama's 2 key/value heads (of 4)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = random_model(family)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = interp.LM.from_hf(model, tokenizer)
+    tokens = lm.to_tokens(PROMPTS[1])[0]
+    names = [f"blocks.{layer}.attn.hook_{p}" for layer in range(lm.n_layers) for p in HEAD_POINTS]
+    ours = lm.run(tokens, capture=names).cache
+    bridge = TransformerBridge.boot_transformers(str(tmp_path), hf_model=copy.deepcopy(random_model(family)),
+                                                 tokenizer=tokenizer)
+    _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in names)
+    if family == "llama":
+        assert ours["blocks.0.attn.hook_k"].shape[2] == 2 < ours["blocks.0.attn.hook_q"].shape[2] == 4
     for name in names:
         torch.testing.assert_close(cache[name], ours[name], atol=ATOL, rtol=0, msg=f"{family} {name}")
 

@@ -7,6 +7,7 @@ Prompts differ in their second and last two tokens, so some cells are unchanged 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from functools import partial
 
 import pytest
@@ -14,7 +15,10 @@ import torch
 
 import interp
 from interp.errors import InterpError, PromptError, UnknownHook, UnsupportedArchitecture
-from interp.patching import OUT_PROJ, patch_heads, patch_layers, patch_sweep
+from interp.patching import patch_heads, patch_layers, patch_sweep
+
+# HF's own module names of each attention output projection, independent of interp.adapters.
+OUT_PROJ = {"gpt2": "attn.c_proj", "llama": "self_attn.o_proj", "gpt_neox": "attention.dense", "gptj": "attn.out_proj"}
 
 CORRUPTED = ["the capital of france is paris", "i plan to visit the city"]
 CLEAN = ["the city of poland is warsaw", "i plan to visit a country"]
@@ -222,9 +226,10 @@ def test_non_scalar_metric_raises(lm_of):
 
 
 def test_heads_without_out_proj_row_raise(lm_of, tokenizer, monkeypatch):
-    monkeypatch.delitem(OUT_PROJ, "gpt2")
-    with pytest.raises(UnsupportedArchitecture, match="OUT_PROJ"):
-        patch_heads(lm_of("gpt2"), CORRUPTED, CLEAN, logit_diff(tokenizer))
+    lm = lm_of("gpt2")
+    monkeypatch.setattr(lm, "arch", dataclasses.replace(lm.arch, attn_o=None))
+    with pytest.raises(UnsupportedArchitecture, match="attn_o"):
+        patch_heads(lm, CORRUPTED, CLEAN, logit_diff(tokenizer))
 
 
 # -- the key/value prefix shortcut --------------------------------------------------------------

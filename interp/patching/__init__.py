@@ -10,15 +10,14 @@
 Modules: ``sweep`` (exact sweeps), ``kv`` (patched runs on a key/value prefix), ``chunks``
 (grouping patched runs into forwards), ``metrics`` (metrics that name the logits they read),
 ``attribution`` (gradient estimate and comparison), ``resume`` (starting a forward at a cached
-layer), ``heads`` (per-head outputs), ``inputs`` (argument checks).
+layer), ``inputs`` (argument checks). Per-head patching reads ``blocks.{l}.attn.hook_z``.
 """
 
 from interp.patching.attribution import Comparison, attribution_heads, attribution_sweep, compare
-from interp.patching.heads import OUT_PROJ
 from interp.patching.metrics import TokenMetric, logit, logit_diff
 from interp.patching.sweep import baseline_metric, patch_heads, patch_layers, patch_sweep
 
 __all__ = [
-    "OUT_PROJ", "Comparison", "TokenMetric", "attribution_heads", "attribution_sweep", "baseline_metric", "compare", "logit",
+    "Comparison", "TokenMetric", "attribution_heads", "attribution_sweep", "baseline_metric", "compare", "logit",
     "logit_diff", "patch_heads", "patch_layers", "patch_sweep",
 ]

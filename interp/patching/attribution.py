@@ -22,7 +22,6 @@ from torch import Tensor
 
 from interp.errors import InterpError
 from interp.hook_names import block_hook
-from interp.patching.heads import head_hooks, n_heads
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
 from interp.patching.sweep import Metric
 
@@ -50,25 +49,21 @@ def attribution_heads(lm, corrupted, clean, metric: Metric) -> Float[Tensor, "la
     """Estimated patching *effect* of each attention head's output at all positions,
     ``[n_layers, n_heads]``: the first-order estimate of ``interp.patching.patch_heads``.
 
-    A head's output is its ``d_head`` slice of the attention output projection's input
-    (TransformerLens's ``hook_z``); families without a row in ``interp.patching.heads.OUT_PROJ``
-    raise ``UnsupportedArchitecture``. Other arguments as for ``attribution_sweep``.
+    A head's output is its slice of ``blocks.{l}.attn.hook_z``; families whose adapter row has
+    no ``attn_o`` raise ``NoHeadHooks`` (an ``UnsupportedArchitecture``). Other arguments as
+    for ``attribution_sweep``.
     """
+    names = [p.name for p in lm.resolve("z")]  # a family without head hooks raises here
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
-    layers = range(lm.n_layers)
-    clean_z: dict[int, Tensor | None] = dict.fromkeys(layers)
-    with head_hooks(lm, capture=clean_z):
-        lm.run(clean_ids, positions=-1)
-    kept: dict[int, Tensor] = {}
-    with head_hooks(lm, writes={layer: _keeper(kept, layer) for layer in layers}):
-        run = lm.run(corr_ids, positions=-1, grad=True)
-    acts = [kept[layer] for layer in layers]
+    clean_z = lm.run(clean_ids, capture="z", logits=False).cache
+    kept: dict[str, Tensor] = {}
+    run = lm.run(corr_ids, positions=-1, interventions={n: _keeper(kept, n) for n in names}, grad=True)
+    acts = [kept[n] for n in names]
     grads = _gradients(metric, run.logits[:, 0], acts)
-    heads = n_heads(lm)
     out = []
-    for layer, act, grad in zip(layers, acts, grads):
-        delta = (clean_z[layer].to(grad.dtype) - act.detach()) * grad  # [batch, seq, heads * d_head]
-        out.append(delta.reshape(*delta.shape[:2], heads, -1).sum(dim=(0, 1, 3)))
+    for name, act, grad in zip(names, acts, grads):
+        delta = (clean_z[name].to(grad.dtype) - act.detach()) * grad  # [batch, seq, head, d_head]
+        out.append(delta.sum(dim=(0, 1, 3)))
     return torch.stack(out).float()
 
 

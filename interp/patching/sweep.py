@@ -58,7 +58,6 @@ from interp.errors import InterpError
 from interp.hook_names import block_hook
 from interp.hooks import StopForward
 from interp.patching.chunks import Cell, chunks, kv_chunks
-from interp.patching.heads import head_hooks, n_heads
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
 from interp.patching.kv import KV, WindowSetup, concat_caches, head_run, prefix_cache, prefix_kv, window_run
 from interp.patching.metrics import TokenMetric
@@ -67,7 +66,7 @@ from interp.patching.resume import output_arity, start_at
 Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
 
 TOKEN_BUDGET = 16384  # copies x tokens per forward when chunk_size is None
-HEADS = "z"  # internal point name: the attention output projection's input
+HEADS = "z"  # the heads' outputs, blocks.{l}.attn.hook_z (the attention output projection's input)
 
 
 def patch_sweep(
@@ -126,12 +125,13 @@ def patch_heads(
 ) -> Float[Tensor, "layer head"]:
     """Patch each attention head's output at all positions: ``[n_layers, n_heads]``.
 
-    A head's output is its ``d_head`` slice of the attention output projection's input
-    (TransformerLens's ``hook_z``; ``get_act_patch_attn_head_out_all_pos``). Families
-    without a row in ``interp.patching.heads.OUT_PROJ`` raise ``UnsupportedArchitecture``.
-    Other arguments as for ``patch_sweep``.
+    A head's output is its slice of ``blocks.{l}.attn.hook_z`` (TransformerLens's
+    ``get_act_patch_attn_head_out_all_pos``). Families whose adapter row has no ``attn_o``
+    raise ``NoHeadHooks`` (an ``UnsupportedArchitecture``). Other arguments as for
+    ``patch_sweep``.
     """
-    heads = n_heads(lm)
+    lm.resolve(HEADS)  # a family without head hooks raises here, before any work
+    heads = lm.n_heads
     cells = [(layer, None, head) for layer in range(lm.n_layers) for head in range(heads)]
     values = _sweep(lm, corrupted, clean, metric, HEADS, cells, heads, chunk_size, resume, skip_unchanged, progress, kv_prefix)
     return values.reshape(lm.n_layers, heads)
@@ -156,12 +156,7 @@ def _capture(
     found: dict[str, object] = {}
     blocks = lm.model.get_submodule(lm.arch.blocks)
     with ExitStack() as stack:
-        names = ["resid_pre"] if resume else []
-        if point == HEADS:
-            acts = dict.fromkeys(range(lm.n_layers))
-            stack.enter_context(head_hooks(lm, capture=acts))
-        else:
-            names.append(point)
+        names = (["resid_pre"] if resume else []) + [point]
 
         def record(module, args, output):
             found["arity"] = output_arity(output)
@@ -182,8 +177,8 @@ def _capture(
 
             stack.callback(lm.model.register_forward_pre_hook(cache_on, with_kwargs=True).remove)
         run = lm.run(ids, capture=names, logits=logits or not names or kv)
-    if point != HEADS:
-        acts = {layer: run.cache[block_hook(layer, point)] for layer in range(lm.n_layers)}
+    # [batch, seq, d] (hook_z's heads flattened head-major, so a head is a group of d)
+    acts = {layer: run.cache[block_hook(layer, point)].flatten(2) for layer in range(lm.n_layers)}
     resid = {layer: run.cache[block_hook(layer, "resid_pre")] for layer in range(lm.n_layers)} if resume else {}
     last = run.logits[:, -1] if run.logits is not None else None
     return acts, resid, last, found.get("arity"), found.get("cache"), found.get("hidden")
@@ -203,15 +198,18 @@ def _cell_mask(cells: list[Cell], batch: int, seq: int, groups: int, device) -> 
 
 
 def _writer(src: Tensor, rows: Tensor, mask: Tensor, groups: int) -> Callable[[Tensor], Tensor]:
-    """Write ``src`` (``[len(rows), seq, d]``) into the copies ``rows`` where ``mask`` holds."""
+    """Write ``src`` (``[len(rows), seq, d]``) into the copies ``rows`` where ``mask`` holds
+    (an activation with more axes, as hook_z's heads, is flattened to ``d`` and back)."""
 
     def write(act: Tensor) -> Tensor:
+        shape = act.shape
+        act = act.flatten(2)
         n, seq, d = act.shape
         old = act[rows].reshape(len(rows), seq, groups, d // groups)
         new = src.to(act.dtype).reshape(len(rows), seq, groups, d // groups)
         out = act.clone()
         out[rows] = torch.where(mask.unsqueeze(-1), new, old).reshape(len(rows), seq, d)
-        return out
+        return out.reshape(shape)
 
     return write
 
@@ -278,9 +276,6 @@ class _Patches:
                 if reset is not None:
                     resets[layer] = _writer(reset[:, window], rows, torch.ones_like(m[:, window, :1]), 1)
             interventions = {block_hook(layer, "resid_pre"): fn for layer, fn in resets.items()}
-            if self.point == HEADS:
-                stack.enter_context(head_hooks(lm, writes=writes))
-                return stack, interventions
             for layer, fn in writes.items():
                 name = block_hook(layer, self.point)
                 interventions[name] = _then(interventions[name], fn) if name in interventions else fn

@@ -71,6 +71,9 @@ class Arch:
         n_heads_key, n_kv_heads_key, head_dim_key: config attributes of the query-head
             count, the key/value-head count (grouped-query; absent means ``n_heads``) and
             the head width (absent means ``hidden_size // n_heads``).
+        score: the score head of the family's ``*ForSequenceClassification`` (a reward
+            model; its body sits at the same paths as the causal LM's). ``None``: the family
+            has no sequence classifier we read.
     """
 
     blocks: str
@@ -91,6 +94,7 @@ class Arch:
     n_heads_key: str = "num_attention_heads"
     n_kv_heads_key: str | None = "num_key_value_heads"
     head_dim_key: str | None = "head_dim"
+    score: str | None = "score"
 
     def __post_init__(self):
         if self.qkv_layout not in QKV_LAYOUTS:
@@ -192,3 +196,56 @@ def arch_for(config) -> Arch:
             "Add a row to interp.adapters.ARCHITECTURES (module paths of blocks, attention, "
             "FFN, final norm, unembedding) and run tests/test_core_identities.py on it."
         ) from None
+
+
+@dataclass(frozen=True)
+class EncoderArch:
+    """Where an encoder sequence classifier's parts live (a reward model such as DeBERTa-v3):
+    ``body`` (the HF base model), ``embed``, ``blocks`` (the layer list), ``pooler`` and
+    ``classifier`` (the score head)."""
+
+    body: str
+    embed: str
+    blocks: str
+    pooler: str
+    classifier: str
+
+    def session_arch(self) -> Arch:
+        # HookSession reads only blocks and embed for the points encoders have, and puts its
+        # keep-positions pre-hook on ``unembed``, which is called outside the session (see
+        # interp.encoder's run).
+        return Arch(blocks=self.blocks, attn="attention", mlp="output", final_norm=self.classifier,
+                    unembed=self.classifier, embed=self.embed, pos_embed=None, parallel=False, score=None)
+
+
+ENCODERS: dict[str, EncoderArch] = {
+    "deberta-v2": EncoderArch(body="deberta", embed="deberta.embeddings", blocks="deberta.encoder.layer",
+                              pooler="pooler", classifier="classifier"),
+}
+
+
+def supported_classifiers() -> list[str]:
+    """Model types whose sequence classifiers (reward models) load: decoders, then encoders."""
+    return sorted(t for t, row in ARCHITECTURES.items() if row.score) + sorted(ENCODERS)
+
+
+def classifier_kind(config) -> str:
+    """``"decoder"`` or ``"encoder"`` for a sequence classifier's config; raises for a family
+    whose classifier has no row."""
+    model_type = getattr(config, "model_type", None)
+    if model_type in ENCODERS:
+        return "encoder"
+    if model_type in ARCHITECTURES and ARCHITECTURES[model_type].score:
+        return "decoder"
+    raise UnsupportedArchitecture(
+        f"sequence classifier of architecture {model_type!r} is not supported; supported model "
+        f"types: {', '.join(supported_classifiers())}"
+    )
+
+
+def encoder_arch_for(config) -> EncoderArch:
+    """The encoder row for a sequence classifier's config; raises naming the supported ones."""
+    if classifier_kind(config) != "encoder":
+        raise UnsupportedArchitecture(f"{getattr(config, 'model_type', None)!r} is a decoder, not an encoder; "
+                                      f"supported encoders: {', '.join(sorted(ENCODERS))}")
+    return ENCODERS[config.model_type]

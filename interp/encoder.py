@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.adapters import Arch
+from interp.adapters import ENCODERS, EncoderArch, encoder_arch_for  # noqa: F401 (re-exported)
 from interp.cache import ActivationCache
 from interp.errors import InterpError, PromptError, UnknownHook
 from interp.hook_names import HookPoint
@@ -40,28 +40,6 @@ from interp.positions import Positions, columns
 from interp.reward import RewardRun
 
 
-@dataclass(frozen=True)
-class EncoderArch:
-    """Where an encoder classifier's parts live: ``body`` (the HF base model), ``embed``,
-    ``blocks`` (the layer list), ``pooler`` and ``classifier`` (the score head)."""
-
-    body: str
-    embed: str
-    blocks: str
-    pooler: str
-    classifier: str
-
-    def session_arch(self) -> Arch:
-        # HookSession reads only blocks and embed for the points encoders have, and puts its
-        # keep-positions pre-hook on ``unembed``, which is called outside the session (see run).
-        return Arch(blocks=self.blocks, attn="attention", mlp="output", final_norm=self.classifier,
-                    unembed=self.classifier, embed=self.embed, pos_embed=None, parallel=False)
-
-
-ENCODERS: dict[str, EncoderArch] = {
-    "deberta-v2": EncoderArch(body="deberta", embed="deberta.embeddings", blocks="deberta.encoder.layer",
-                              pooler="pooler", classifier="classifier"),
-}
 BLOCK_POINTS = ("resid_pre", "resid_post")
 
 
@@ -70,7 +48,7 @@ class EncoderRewardModel:
 
     def __init__(self, model, tokenizer=None, name: str | None = None):
         config = model.config
-        self.arch = ENCODERS[config.model_type]
+        self.arch: EncoderArch = encoder_arch_for(config)
         if getattr(model.get_submodule(self.arch.body).encoder, "conv", None) is not None:
             # DeBERTa's optional convolution rewrites layer 0's output after the layer returns.
             raise InterpError("DeBERTa with conv_kernel_size > 0 is not supported: its layer-0 output is "

@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.adapters import ARCHITECTURES, classifier_kind, supported_classifiers  # noqa: F401 (re-exported)
 from interp.cache import ActivationCache, Run, describe
 from interp.errors import InterpError, LoadError, UnsupportedArchitecture
 from interp.hooks import HookSession, StopForward
@@ -34,24 +35,7 @@ from interp.hook_names import HookPoint
 from interp.model import LM, SCORE_HOOK
 from interp.positions import Positions, columns
 
-# Decoder families with a ``*ForSequenceClassification`` class: model_type -> the score head's
-# module path (read off transformers 5.x; every one calls it ``score``). The body is the
-# model's ``base_model`` and its blocks and final norm sit where ``interp.adapters`` says.
-SCORE_HEADS: dict[str, str] = {
-    "gpt2": "score",
-    "gptj": "score",
-    "gpt_neox": "score",
-    "llama": "score",
-    "mistral": "score",
-    "qwen2": "score",
-}
 HEADS = ("causal", "classifier")
-
-
-def supported_classifiers() -> list[str]:
-    from interp.encoder import ENCODERS
-
-    return sorted(SCORE_HEADS) + sorted(ENCODERS)
 
 
 def head_of(config, head: str | None) -> str:
@@ -72,22 +56,14 @@ def head_of(config, head: str | None) -> str:
 
 def check_classifier(config) -> None:
     """Raise UnsupportedArchitecture unless the config's family has a classifier we read."""
-    from interp.encoder import ENCODERS
-
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SCORE_HEADS and model_type not in ENCODERS:
-        raise UnsupportedArchitecture(
-            f"sequence classifier of architecture {model_type!r} is not supported; supported model "
-            f"types: {', '.join(supported_classifiers())}"
-        )
+    classifier_kind(config)
 
 
 def wrap(model, tokenizer=None, name: str | None = None):
     """The reward-model wrapper for a loaded HF sequence classifier (decoder or encoder)."""
-    from interp.encoder import ENCODERS, EncoderRewardModel
+    from interp.encoder import EncoderRewardModel
 
-    check_classifier(model.config)
-    if model.config.model_type in ENCODERS:
+    if classifier_kind(model.config) == "encoder":
         return EncoderRewardModel(model, tokenizer, name)
     return RewardLM(model, tokenizer, name)
 
@@ -118,14 +94,14 @@ class RewardLM(LM):
     """
 
     def __init__(self, model, tokenizer=None, name: str | None = None):
-        check_classifier(model.config)
-        if model.config.model_type not in SCORE_HEADS:  # a supported encoder
-            raise UnsupportedArchitecture(f"RewardLM takes decoder classifiers ({', '.join(sorted(SCORE_HEADS))}); "
+        if classifier_kind(model.config) != "decoder":  # a supported encoder
+            decoders = [t for t, row in ARCHITECTURES.items() if row.score]
+            raise UnsupportedArchitecture(f"RewardLM takes decoder classifiers ({', '.join(sorted(decoders))}); "
                                           f"wrap a {model.config.model_type!r} encoder with interp.reward.wrap")
         super().__init__(model, tokenizer, name)
         # The session's keep-positions pre-hook goes on ``arch.unembed``; it must name a real
         # module, and the score head is never called inside the session (see run), so it never fires.
-        self.arch = replace(self.arch, unembed=SCORE_HEADS[model.config.model_type])
+        self.arch = replace(self.arch, unembed=self.arch.score)
         self.n_labels: int = int(model.config.num_labels)
 
     def __repr__(self) -> str:

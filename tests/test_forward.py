@@ -111,3 +111,9 @@ def test_the_private_use_check_sees_each_kind():
     assert private_uses("from interp.model import _INT_DTYPES") and private_uses("x = lm._pad_id()")
     assert not private_uses("from interp.lens import logit_lens\nx = self._row(1)\ny = lm.pad_id")
 
+
+def test_public_names_stay_where_the_readme_imports_them():
+    from interp.patching import baseline_metric, logit, logit_diff, patch_heads, patch_layers, patch_sweep  # noqa: F401
+    from interp.transplant import ablate, ablate_each_layer, transplant, transplant_each_layer, updates  # noqa: F401
+
+    assert interp.transplant.ablate is interp.ablation.ablate

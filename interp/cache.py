@@ -8,6 +8,7 @@ blocks, ``d_model`` residual width, ``vocab`` vocabulary.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +82,7 @@ class Run:
         logits: ``[batch, pos, vocab]`` (``None`` when ``logits=False`` stopped early).
         cache: captured activations.
         columns: the padded columns kept per prompt ``[batch, pos]``, or ``None`` if all.
+        past: the HF key/value cache of every position (``use_cache=True``), else ``None``.
     """
 
     tokens: Int[Tensor, "batch seq"]
@@ -89,6 +91,7 @@ class Run:
     logits: Float[Tensor, "batch pos vocab"] | None
     cache: ActivationCache
     columns: Int[Tensor, "batch pos"] | None = field(default=None)
+    past: Any = field(default=None, repr=False)
 
     @property
     def scores(self) -> Tensor:

@@ -111,7 +111,7 @@ class HookSession:
         writes: point -> ``f(activation, lengths) -> activation``.
         lengths: real-token count of each prompt, ``[batch]``.
         cols: columns to keep per prompt ``[batch, n_pos]``, or ``None`` for all. Captures
-            and the unembedding are restricted to them.
+            are restricted to them (the unembedding is restricted by ``interp.forward``).
         stop_layer: raise ``StopForward`` after this block (``None``: run to the end).
         grad: keep captured tensors attached to the autograd graph.
     """
@@ -277,14 +277,6 @@ class HookSession:
 
         return pre, post
 
-    def _unembed_pre(self):
-        def hook(module, args):
-            hidden = args[0]
-            rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1)
-            return (hidden[rows, self.cols.to(hidden.device)],) + tuple(args[1:])
-
-        return hook
-
     def _attach_heads(self, layer: int, block: nn.Module) -> None:
         arch, register = self.arch, self._handles.append
         if self._wants(layer, "z"):
@@ -329,12 +321,9 @@ class HookSession:
                 if self._wants(layer, "resid_post") or stop_here:
                     register(block.register_forward_hook(
                         self._simple_post(layer, "resid_post", stop=stop_here)))
-            if self.stop_layer is None:
-                if self._wants(None, "ln_final.hook_normalized"):
-                    register(model.get_submodule(arch.final_norm).register_forward_hook(
-                        self._simple_post(None, "ln_final.hook_normalized")))
-                if self.cols is not None:
-                    register(model.get_submodule(arch.unembed).register_forward_pre_hook(self._unembed_pre()))
+            if self.stop_layer is None and self._wants(None, "ln_final.hook_normalized"):
+                register(model.get_submodule(arch.final_norm).register_forward_hook(
+                    self._simple_post(None, "ln_final.hook_normalized")))
             yield self
         finally:
             while self._taps:  # an error inside the attention left its tap on

@@ -12,11 +12,12 @@ from torch import Tensor
 
 from interp.adapters import Arch, arch_for
 from interp.cache import ActivationCache, Run
-from interp.errors import InterpError, PromptError, UnknownHook
+from interp.errors import PromptError, UnknownHook
+from interp.forward import forward
 from interp.hook_names import QKV_POINTS, HookPoint, parse, valid_points
-from interp.hooks import HookSession, StopForward, eager_attention
+from interp.hooks import WriteFn
 from interp.interventions import as_callable
-from interp.positions import Positions, columns
+from interp.positions import Positions
 
 # What ``LM.run`` takes as prompts. Signatures say ``Any``: ``LM._sequences`` checks the value at
 # run time with a PromptError naming these types (a type checker would stop the check in tests).
@@ -161,7 +162,7 @@ class LM:
         for s in seqs:
             if int(s.min()) < 0 or int(s.max()) >= self.d_vocab:
                 raise PromptError(f"token ids must lie in 0..{self.d_vocab - 1}, got {int(s.min())}..{int(s.max())}")
-        pad_id = self._pad_id()
+        pad_id = self.pad_id
         ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), longest), dtype=torch.long)
         for i, s in enumerate(seqs):
@@ -201,7 +202,9 @@ class LM:
             raise PromptError("mix of strings and token sequences; pass one kind")
         return [torch.as_tensor(_array_to_tensor(p), dtype=torch.long).flatten() for p in prompts]
 
-    def _pad_id(self) -> int:
+    @property
+    def pad_id(self) -> int:
+        """The id padding columns hold (hidden by the attention mask; 0 without a tokenizer)."""
         if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
             return int(self.tokenizer.pad_token_id)
         return 0
@@ -215,6 +218,7 @@ class LM:
         interventions: Mapping[str, Any] | None = None,  # validated by as_callable, with a clearer message
         logits: bool = True,
         grad: bool = False,
+        use_cache: bool = False,
     ) -> Run:
         """Run prompts once; capture hook points, write to them, return logits.
 
@@ -236,7 +240,55 @@ class LM:
             logits: with ``False``, the forward stops after the deepest hook point asked
                 for; ``run.logits`` is then ``None``.
             grad: keep the autograd graph (captures not detached).
+            use_cache: keep the HF key/value cache of every position in ``run.past``, to
+                continue from with ``run_continuation``.
         """
+        points, writes = self._points(capture, interventions)
+        ids, mask, lengths = self.to_tokens(prompts)
+        out = forward(self, ids, mask, capture=points, writes=writes, positions=positions,
+                      end="logits" if logits else "hooks", use_cache=use_cache, grad=grad)
+        return Run(ids.to(self.device), mask.to(self.device), lengths, out.logits,
+                   ActivationCache(out.captures, self.n_layers), out.columns, out.past)
+
+    def run_continuation(
+        self,
+        past: Any,  # an HF Cache
+        # [batch, past], [batch, seq] and [batch, seq] integer tensors, checked below with a clearer message
+        past_mask: Any,
+        ids: Any,
+        mask: Any = None,
+        capture: Sequence[str] | str = (),
+        use_cache: bool = True,
+    ) -> Run:
+        """Run ``ids`` after the positions held by ``past`` (e.g. ``lm.run(..., use_cache=True).past``).
+
+        Numbers equal those of running each row's real past tokens then its real ``ids`` alone
+        (up to float rounding): the mask is ``past_mask`` then ``mask``, position ids continue
+        from each row's real past tokens, so ``ids`` may be right-padded (``mask`` 0 there).
+        The cache receives these positions (``run.past``). To branch one past into several
+        continuations, expand it first (``past.reorder_cache(rows)``, ``past_mask[rows]``).
+
+        Returns:
+            a ``Run`` whose ``tokens``/``attention_mask`` are ``ids``/``mask``, ``lengths`` the
+            real tokens of past and ``ids`` per row, logits and captures at every column of ``ids``.
+        """
+        ids, past_mask = torch.as_tensor(ids), torch.as_tensor(past_mask)
+        mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
+        if ids.ndim != 2 or ids.dtype not in _INT_DTYPES or mask.shape != ids.shape:
+            raise PromptError(f"ids and mask must be integer tensors [batch, seq] of one shape, got "
+                              f"{ids.dtype} {tuple(ids.shape)} and {tuple(mask.shape)}")
+        if past_mask.ndim != 2 or past_mask.shape[0] != ids.shape[0] or past_mask.shape[1] != past.get_seq_length():
+            raise PromptError(f"past_mask must be [batch={ids.shape[0]}, past={past.get_seq_length()}] "
+                              f"(one row per continuation, one column per cached position), got {tuple(past_mask.shape)}")
+        points, _ = self._points(capture, None)
+        out = forward(self, ids.long(), mask.long(), past=past, past_mask=past_mask.long(), capture=points,
+                      use_cache=use_cache)
+        lengths = past_mask.sum(-1).cpu() + mask.sum(-1).cpu()
+        return Run(ids.to(self.device), mask.to(self.device), lengths, out.logits,
+                   ActivationCache(out.captures, self.n_layers), None, out.past)
+
+    def _points(self, capture, interventions) -> tuple[list[HookPoint], dict[HookPoint, WriteFn]]:
+        """Hook names -> points to capture, and interventions -> point writes."""
         if isinstance(capture, str):
             capture = [capture]
         points = [p for name in capture for p in self.resolve(name)]
@@ -244,29 +296,4 @@ class LM:
         for name, value in (interventions or {}).items():
             for p in self.resolve(name):
                 writes[p] = as_callable(value, name, p)
-        stop_layer = None
-        if not logits:
-            asked = points + list(writes)
-            if not asked:
-                raise InterpError("logits=False with nothing to capture: the run would compute nothing")
-            if all(p.layer is not None or p.point != "ln_final.hook_normalized" for p in asked):
-                stop_layer = max((p.layer for p in asked if p.layer is not None), default=-1)
-                if stop_layer < 0:  # only embedding hooks: still need one block to raise from
-                    stop_layer = 0
-        ids, mask, lengths = self.to_tokens(prompts)
-        cols = columns(positions, lengths, ids.shape[1])
-        device = self.device
-        ids, mask = ids.to(device), mask.to(device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        session = HookSession(self.model, self.arch, points, writes, lengths.to(device), cols, stop_layer, grad)
-        out_logits = None
-        eager = any(p.point == "pattern" for p in points + list(writes))
-        with torch.set_grad_enabled(grad), eager_attention(self.model, eager), session.attached():
-            try:
-                out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
-                out_logits = out.logits
-            except StopForward:
-                pass
-        if out_logits is not None and not grad:
-            out_logits = out_logits.detach()
-        return Run(ids, mask, lengths, out_logits, ActivationCache(session.cache, self.n_layers), cols)
+        return points, writes

@@ -156,9 +156,8 @@ class RewardLM(LM):
         points = [p for name in capture for p in self.resolve(name)]
         writes = {}
         for name, value in (interventions or {}).items():
-            fn = as_callable(value, name)
             for p in self.resolve(name):
-                writes[p] = fn
+                writes[p] = as_callable(value, name, p)
         stop_layer = None
         if not logits:
             asked = points + list(writes)

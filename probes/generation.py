@@ -45,7 +45,7 @@ def generate(
         with torch.no_grad():
             new = lm.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=lm._pad_id(), eos_token_id=lm.tokenizer.eos_token_id,
+                pad_token_id=lm.pad_id, eos_token_id=lm.tokenizer.eos_token_id,
             )[:, ids.shape[1]:]
         for row in new:
             text = lm.tokenizer.decode(row, skip_special_tokens=True)

@@ -2,13 +2,13 @@
 
 For a batch of groups (one context, several continuations each):
 
-1. the contexts run once, left-padded, with ``use_cache=True`` on the HF model; the
+1. the contexts run once, left-padded: ``lm.run(..., positions=-1, use_cache=True)``; the
    unembedding (and any ``resid_post`` capture, for by-layer readouts) is restricted to the
    last context position, whose logits predict every option's first token;
 2. the KV cache is expanded to one row per option (``Cache.reorder_cache`` with the owning
    context's index);
 3. all options but their last token run in one forward continuing from that cache
-   (lm-evaluation-harness feeds ``context + option[:-1]``: the last token is predicted, never
+   (``lm.run_continuation``; lm-evaluation-harness feeds ``context + option[:-1]``: the last token is predicted, never
    read, so it needs no position): right-padded, attention mask = the context's mask then
    the option mask, position ids continuing from each context's length. Position ``t`` of
    an option predicts its token ``t + 1``. When every option is one token long, step 1
@@ -26,36 +26,24 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.hook_names import HookPoint
-from interp.hooks import HookSession
 from probes.readouts import Layer, block_layers, layer_logprobs
 
 Group = tuple[list[int], list[list[int]]]  # (context tokens, each option's tokens)
 
 
-def _session(lm, blocks: list[int], lengths, cols) -> HookSession:
-    points = [HookPoint(l, "resid_post") for l in blocks]
-    return HookSession(lm.model, lm.arch, points, {}, lengths, cols, None)
-
-
 def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
     device = lm.device
     blocks = block_layers(layers)
-    ctx_ids, ctx_mask, ctx_len = lm.to_tokens([ctx for ctx, _ in groups])  # left-padded
-    ctx_ids, ctx_mask, ctx_len = ctx_ids.to(device), ctx_mask.to(device), ctx_len.to(device)
-    width = ctx_ids.shape[1]
-    last = torch.full((len(groups), 1), width - 1, device=device)
-    session = _session(lm, blocks, ctx_len, last)
-    with session.attached():
-        out = lm.model(input_ids=ctx_ids, attention_mask=ctx_mask,
-                       position_ids=(ctx_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-    first_logits = out.logits[:, -1]  # [group, vocab]
-    first_resid = {l: session.cache[f"blocks.{l}.hook_resid_post"][:, -1] for l in blocks}
+    names = [f"blocks.{l}.hook_resid_post" for l in blocks]
+    ctx = lm.run([c for c, _ in groups], capture=names, positions=-1, use_cache=True)  # left-padded
+    ctx_mask, ctx_len = ctx.attention_mask, ctx.lengths.to(device)
+    first_logits = ctx.logits[:, -1]  # [group, vocab]
+    first_resid = {l: ctx.cache[name][:, -1] for l, name in zip(blocks, names)}
 
     options = [opt for _, opts in groups for opt in opts]
     owner = torch.tensor([g for g, (_, opts) in enumerate(groups) for _ in opts], device=device)
     longest = max(len(o) for o in options)
-    targets = torch.full((len(options), longest), lm._pad_id(), dtype=torch.long, device=device)
+    targets = torch.full((len(options), longest), lm.pad_id, dtype=torch.long, device=device)
     for i, opt in enumerate(options):
         targets[i, :len(opt)] = torch.tensor(opt, device=device)
     if longest == 1:  # the context's last position predicts every option: nothing to feed
@@ -66,18 +54,12 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
     opt_mask = torch.zeros_like(opt_ids)
     for i, opt in enumerate(options):
         opt_mask[i, :len(opt) - 1] = 1
-    fed = longest - 1
-    cache = out.cache
+    cache = ctx.past
     cache.reorder_cache(owner)
-    session = _session(lm, blocks, ctx_len[owner], None)
-    with session.attached():
-        out = lm.model(input_ids=opt_ids, attention_mask=torch.cat([ctx_mask[owner], opt_mask], 1),
-                       position_ids=ctx_len[owner, None] + torch.arange(fed, device=device),
-                       cache=cache, use_cache=True)
+    cont = lm.run_continuation(cache, ctx_mask[owner], opt_ids, opt_mask, capture=names)
     # Predictors of option tokens: the context's last position, then the option's own positions.
-    logits = torch.cat([first_logits[owner, None], out.logits], 1)
-    resids = {l: torch.cat([first_resid[l][owner, None], session.cache[f"blocks.{l}.hook_resid_post"]], 1)
-              for l in blocks}
+    logits = torch.cat([first_logits[owner, None], cont.logits], 1)
+    resids = {l: torch.cat([first_resid[l][owner, None], cont.cache[name]], 1) for l, name in zip(blocks, names)}
     return _read(lm, layers, logits, resids, targets, options)
 
 

@@ -16,7 +16,7 @@ Families whose cache is not a ``DynamicCache`` holding every position get ``None
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager
 
 import torch
 from jaxtyping import Float
@@ -24,7 +24,7 @@ from torch import Tensor
 from transformers import DynamicCache, DynamicLayer
 from transformers.cache_utils import DynamicSlidingWindowLayer
 
-from interp.hooks import HookSession, StopForward
+from interp.forward import forward
 from interp.interventions import as_callable
 
 KV = list[tuple[Tensor, Tensor]]  # per layer: keys, values [batch, kv_heads, seq, d_head]
@@ -104,35 +104,10 @@ def window_run(
     the forward stops before the unembedding and returns its input at position ``end - 1``;
     otherwise it stops as the final block's FFN is about to run, once that block's attention
     has cached its keys and values, and returns ``None``."""
-    n = ids.shape[0]
-    device = lm.device
-    ids = ids.to(device)
-    lengths = torch.full((n,), end, dtype=torch.long, device=device)
-    writes = {p: as_callable(fn, name) for name, fn in interventions.items() for p in lm.resolve(name)}
-    session = HookSession(lm.model, lm.arch, [], writes, lengths, None, None)
-    position_ids = torch.arange(start, end, device=device).unsqueeze(0).expand(n, -1)
-    mask = torch.ones(n, end, dtype=torch.long, device=device)
-    found: list[Tensor] = []
-
-    def stop(module, args):
-        if last:
-            found.append(args[0][:, -1].detach())
-        raise StopForward
-
-    if last:
-        stop_at = lm.unembed
-    else:
-        stop_at = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)
-    with ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        stack.enter_context(session.attached())
-        stack.callback(stop_at.register_forward_pre_hook(stop).remove)
-        try:
-            lm.model(input_ids=ids[:, start:end], attention_mask=mask, position_ids=position_ids,
-                     cache=cache, use_cache=True)
-        except StopForward:
-            pass
-    return found[0] if last else None
+    writes = {p: as_callable(fn, name, p) for name, fn in interventions.items() for p in lm.resolve(name)}
+    out = forward(lm, ids[:, start:end], past=cache, writes=writes, unembed_last=True,
+                  end="unembed" if last else "last_mlp")
+    return out.hidden[:, 0] if last else None
 
 
 def cached_length(cache: DynamicCache, layer: int) -> int:

@@ -40,6 +40,9 @@ their keys and values at every layer); by default ``chunk_size`` keeps that unde
 ``TOKEN_BUDGET`` tokens. A tail run waits for at most ``chunk_size // 2`` cells, so that their
 caches and the tail's concatenated copy together stay within one chunk's. Chunked and
 unchunked sweeps agree.
+
+Modules: this one (the entry points and the engine), ``patches`` (patch building), ``tails``
+(tail batching on the key/value path), ``unembed`` (deferred unembedding).
 """
 
 from __future__ import annotations
@@ -47,26 +50,39 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
 from interp.errors import InterpError
+from interp.forward import forward
 from interp.hook_names import block_hook
-from interp.hooks import StopForward
 from interp.patching.chunks import Cell, chunks, kv_chunks
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
-from interp.patching.kv import KV, WindowSetup, concat_caches, head_run, prefix_cache, prefix_kv, window_run
-from interp.patching.metrics import TokenMetric
-from interp.patching.resume import output_arity, start_at
+from interp.patching.kv import prefix_kv
+from interp.patching.patches import HEADS, Captured, Patches, unchanged
+from interp.patching.resume import output_arity
+from interp.patching.tails import Tails, kv_chunk
+from interp.patching.unembed import DeferredUnembed, unembed
 
 Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
 
 TOKEN_BUDGET = 16384  # copies x tokens per forward when chunk_size is None
-HEADS = "z"  # the heads' outputs, blocks.{l}.attn.hook_z (the attention output projection's input)
+UNEMBED_ROWS = 256  # rows per unembedding matmul of the deferred logits
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep computes (every option gives the same numbers); see ``patch_sweep``."""
+
+    chunk_size: int | None = None
+    resume: bool = True
+    skip_unchanged: bool = True
+    progress: bool = False
+    kv_prefix: bool = True
 
 
 def patch_sweep(
@@ -100,7 +116,7 @@ def patch_sweep(
     point = sweep_point(lm, hook)
     seq = lm.to_tokens(corrupted)[0].shape[1]
     cells = [(layer, pos, None) for layer in range(lm.n_layers) for pos in range(seq)]
-    values = _sweep(lm, corrupted, clean, metric, point, cells, 1, chunk_size, resume, skip_unchanged, progress, kv_prefix)
+    values = _sweep(lm, corrupted, clean, metric, point, cells, 1, SweepOptions(chunk_size, resume, skip_unchanged, progress, kv_prefix))
     return values.reshape(lm.n_layers, seq)
 
 
@@ -115,7 +131,7 @@ def patch_layers(
     """
     point = sweep_point(lm, hook)
     cells = [(layer, None, None) for layer in range(lm.n_layers)]
-    return _sweep(lm, corrupted, clean, metric, point, cells, 1, chunk_size, resume, skip_unchanged, progress, kv_prefix)
+    return _sweep(lm, corrupted, clean, metric, point, cells, 1, SweepOptions(chunk_size, resume, skip_unchanged, progress, kv_prefix))
 
 
 def patch_heads(
@@ -133,7 +149,7 @@ def patch_heads(
     lm.resolve(HEADS)  # a family without head hooks raises here, before any work
     heads = lm.n_heads
     cells = [(layer, None, head) for layer in range(lm.n_layers) for head in range(heads)]
-    values = _sweep(lm, corrupted, clean, metric, HEADS, cells, heads, chunk_size, resume, skip_unchanged, progress, kv_prefix)
+    values = _sweep(lm, corrupted, clean, metric, HEADS, cells, heads, SweepOptions(chunk_size, resume, skip_unchanged, progress, kv_prefix))
     return values.reshape(lm.n_layers, heads)
 
 
@@ -144,44 +160,33 @@ def baseline_metric(lm, prompts, metric: Metric) -> Tensor:
 
 
 # -- the engine ------------------------------------------------------------------------------
-def _capture(
-    lm, ids, point: str, resume: bool, logits: bool = True, kv: bool = False, defer: bool = False
-) -> tuple[dict[int, Tensor], dict[int, Tensor], Tensor | None, int | None, object, Tensor | None]:
-    """One run: ``point`` at every layer (all positions), ``resid_pre`` per layer (if
+def _capture(lm, ids, point: str, resume: bool, logits: bool = True, kv: bool = False, defer: bool = False) -> Captured:
+    """One unpatched run: ``point`` at every layer (all positions), ``resid_pre`` per layer (if
     ``resume``), last-position logits (if ``logits`` and not ``defer``), the blocks' output
-    arity, (if ``kv``) the HF key/value cache of the run (else ``None``), and (if ``logits``)
-    the unembedding's input at the last position. With ``defer`` the forward stops there, and
-    the logits are ``None`` (the caller unembeds later, batched with other rows)."""
+    arity, (if ``kv``) the HF key/value cache, and the unembedding's input at the last
+    position. With ``defer`` the forward stops there (the caller unembeds later, batched)."""
     acts: dict[int, Tensor] = {}
     found: dict[str, object] = {}
-    blocks = lm.model.get_submodule(lm.arch.blocks)
+    names = (["resid_pre"] if resume else []) + [point]
     with ExitStack() as stack:
-        names = (["resid_pre"] if resume else []) + [point]
 
         def record(module, args, output):
             found["arity"] = output_arity(output)
 
-        def last_position(module, args):
-            # Captures keep every position, the unembedding only the last one.
-            found["hidden"] = args[0][:, -1].detach()
-            if defer:
-                raise StopForward
-            return (args[0][:, -1:],) + tuple(args[1:])
-
-        stack.callback(blocks[0].register_forward_hook(record).remove)
-        stack.callback(lm.unembed.register_forward_pre_hook(last_position).remove)
-        if kv:
-            def cache_on(module, args, kwargs):
-                found["cache"] = DynamicCache(config=lm.model.config)
-                return args, {**kwargs, "use_cache": True, "cache": found["cache"]}
-
-            stack.callback(lm.model.register_forward_pre_hook(cache_on, with_kwargs=True).remove)
-        run = lm.run(ids, capture=names, logits=logits or not names or kv)
+        stack.callback(lm.model.get_submodule(lm.arch.blocks)[0].register_forward_hook(record).remove)
+        if logits or kv:
+            end = "unembed" if defer else "logits"
+        else:
+            end = "hooks" if names else "unembed"
+        # Captures keep every position, the unembedding only the last one.
+        out = forward(lm, ids, capture=[p for n in names for p in lm.resolve(n)], unembed_last=True, hidden=True,
+                      end=end, use_cache=kv)
     # [batch, seq, d] (hook_z's heads flattened head-major, so a head is a group of d)
-    acts = {layer: run.cache[block_hook(layer, point)].flatten(2) for layer in range(lm.n_layers)}
-    resid = {layer: run.cache[block_hook(layer, "resid_pre")] for layer in range(lm.n_layers)} if resume else {}
-    last = run.logits[:, -1] if run.logits is not None else None
-    return acts, resid, last, found.get("arity"), found.get("cache"), found.get("hidden")
+    acts = {layer: out.captures[block_hook(layer, point)].flatten(2) for layer in range(lm.n_layers)}
+    resid = {layer: out.captures[block_hook(layer, "resid_pre")] for layer in range(lm.n_layers)} if resume else {}
+    last = out.logits[:, -1] if out.logits is not None else None
+    hidden = out.hidden[:, -1] if out.hidden is not None else None
+    return Captured(acts, resid, last, found.get("arity"), out.past if kv else None, hidden)
 
 
 # model -> whether its logits are exactly ``unembed(final hidden state)`` (no scaling or
@@ -189,177 +194,34 @@ def _capture(
 _PLAIN_UNEMBED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
-def _cell_mask(cells: list[Cell], batch: int, seq: int, groups: int, device) -> Tensor:
-    """``[len(cells) * batch, seq, groups]``: True where a copy's activation is patched."""
-    mask = torch.zeros(len(cells), seq, groups, dtype=torch.bool, device=device)
-    for i, (_, pos, head) in enumerate(cells):
-        mask[i, slice(None) if pos is None else pos, slice(None) if head is None else head] = True
-    return mask.repeat_interleave(batch, 0)
-
-
-def _writer(src: Tensor, rows: Tensor, mask: Tensor, groups: int) -> Callable[[Tensor], Tensor]:
-    """Write ``src`` (``[len(rows), seq, d]``) into the copies ``rows`` where ``mask`` holds
-    (an activation with more axes, as hook_z's heads, is flattened to ``d`` and back)."""
-
-    def write(act: Tensor) -> Tensor:
-        shape = act.shape
-        act = act.flatten(2)
-        n, seq, d = act.shape
-        old = act[rows].reshape(len(rows), seq, groups, d // groups)
-        new = src.to(act.dtype).reshape(len(rows), seq, groups, d // groups)
-        out = act.clone()
-        out[rows] = torch.where(mask.unsqueeze(-1), new, old).reshape(len(rows), seq, d)
-        return out.reshape(shape)
-
-    return write
-
-
-def _unchanged(cell: Cell, clean: dict[int, Tensor], corr: dict[int, Tensor], groups: int) -> bool:
-    layer, pos, head = cell
-    a, b = clean[layer], corr[layer]
-    if pos is not None:
-        a, b = a[:, pos], b[:, pos]
-    if head is not None:
-        a = a.reshape(*a.shape[:-1], groups, -1)[..., head, :]
-        b = b.reshape(*b.shape[:-1], groups, -1)[..., head, :]
-    return torch.equal(a, b)
-
-
-UNEMBED_ROWS = 256  # rows per unembedding matmul of the deferred logits
-
-
-def _unembed(lm, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
-    with torch.no_grad():
-        return lm.unembed(hidden.unsqueeze(1))[:, 0].detach()
-
-
-class _Patches:
-    """What every chunk of one sweep shares; ``setup`` builds a chunk's patches."""
-
-    def __init__(self, lm, point: str, groups: int, batch: int, seq: int, clean_acts: dict[int, Tensor],
-                 corr_resid: dict[int, Tensor], arity: int | None, resume: bool):
-        self.lm, self.point, self.groups, self.batch, self.seq = lm, point, groups, batch, seq
-        self.clean_acts, self.corr_resid, self.arity, self.resume = clean_acts, corr_resid, arity, resume
-
-    def start(self, cells: list[Cell]) -> int:
-        """The first block a chunk computes."""
-        return min(c[0] for c in cells) if self.resume else 0
-
-    def setup(self, cells: list[Cell], prefix: int) -> WindowSetup:
-        """The patches of ``cells`` (copy ``i`` of the corrupted prompt patched as
-        ``cells[i]``) over positions ``prefix..``, for any window of those positions.
-
-        The forward starts at the cells' first block. A copy whose cell lies in a later block
-        ``l`` has its ``resid_pre[l]`` reset to the corrupted run's before its patch, so it
-        gets what starting at ``l`` would give: cells of several layers share a forward."""
-        lm, batch, device = self.lm, self.batch, self.lm.device
-        start = self.start(cells)
-        mask = _cell_mask(cells, batch, self.seq, self.groups, device)[:, prefix:]
-        patches = []  # (layer, copy rows, clean source, mask, reset source or None), positions prefix..
-        for layer in sorted({c[0] for c in cells}):
-            mine = torch.tensor([i for i, c in enumerate(cells) if c[0] == layer], device=device)
-            rows = (mine.unsqueeze(1) * batch + torch.arange(batch, device=device)).flatten()
-            src = self.clean_acts[layer][:, prefix:].to(device).repeat(len(mine), 1, 1)
-            reset = None
-            if self.resume and layer > start:
-                reset = self.corr_resid[layer][:, prefix:].to(device).repeat(len(mine), 1, 1)
-            patches.append((layer, rows, src, mask[rows], reset))
-
-        def setup(window: slice):
-            stack = ExitStack()
-            if start > 0:
-                resid = self.corr_resid[start][:, prefix:][:, window].to(device).repeat(len(cells), 1, 1)
-                stack.enter_context(start_at(lm, start, resid, self.arity))
-            writes, resets = {}, {}
-            for layer, rows, src, m, reset in patches:
-                writes[layer] = _writer(src[:, window], rows, m[:, window], self.groups)
-                if reset is not None:
-                    resets[layer] = _writer(reset[:, window], rows, torch.ones_like(m[:, window, :1]), 1)
-            interventions = {block_hook(layer, "resid_pre"): fn for layer, fn in resets.items()}
-            for layer, fn in writes.items():
-                name = block_hook(layer, self.point)
-                interventions[name] = _then(interventions[name], fn) if name in interventions else fn
-            return stack, interventions
-
-        return setup
-
-
-def _then(first: Callable[[Tensor], Tensor], second: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    return lambda act: second(first(act))
-
-
-class _Tails:
-    """Chunks whose head runs are done, waiting for one tail run: their last position,
-    computed together on their caches concatenated (cells of several layers share it, see
-    ``_Patches.setup``); flushed when ``size`` cells are waiting."""
-
-    def __init__(self, lm, patches: _Patches, ids: Tensor, size: int, done: Callable[[list[Cell], Tensor], None]):
-        self.lm, self.patches, self.ids, self.size, self.done = lm, patches, ids, size, done
-        self.cells: list[Cell] = []
-        self.caches: list[DynamicCache] = []
-
-    def add(self, chunk: list[Cell], cache: DynamicCache) -> None:
-        if self.cells and len(self.cells) + len(chunk) > self.size:
-            self.flush()
-        self.cells.extend(chunk)
-        self.caches.append(cache)
-
-    def flush(self) -> None:
-        if not self.cells:
-            return
-        cells, caches = self.cells, self.caches
-        self.cells, self.caches = [], []
-        seq = self.ids.shape[1]
-        context, interventions = self.patches.setup(cells, seq - 1)(slice(0, 1))
-        with context:
-            hidden = window_run(self.lm, self.ids.repeat(len(cells), 1), seq - 1, seq, concat_caches(self.lm, caches),
-                                interventions, last=True)
-        self.done(cells, hidden)
-
-
-def _kv_chunk(lm, patches: _Patches, ids: Tensor, chunk: list[Cell], kv: KV, tails: _Tails,
-              done: Callable[[list[Cell], Tensor], None]) -> None:
-    """Compute one chunk on the key/value path: its head run now, its last position later."""
-    seq = ids.shape[1]
-    n = len(chunk)
-    # Positions before ``prefix`` are unchanged by every patch of the chunk.
-    prefix = 0 if any(c[1] is None for c in chunk) else min(c[1] for c in chunk)
-    if prefix == seq - 1:
-        tails.add(chunk, prefix_cache(lm, kv, seq - 1, n))
-        return
-    cache = head_run(lm, ids.repeat(n, 1), prefix, kv, patches.start(chunk), patches.setup(chunk, prefix))
-    if cache is not None:
-        tails.add(chunk, cache)
-        return
-    context, interventions = patches.setup(chunk, prefix)(slice(None))  # computed whole
-    with context:
-        done(chunk, window_run(lm, ids.repeat(n, 1), prefix, seq, prefix_cache(lm, kv, prefix, n), interventions, last=True))
-
-
-def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resume, skip_unchanged, progress,
-           kv_prefix=True) -> Tensor:
+def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], groups: int,
+           options: SweepOptions) -> Tensor:
+    """``metric`` of each cell's patched run, ``[len(cells)]``; ``groups`` heads per layer
+    (1 for whole activations)."""
+    resume, kv_prefix = options.resume, options.kv_prefix
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     batch, seq = corr_ids.shape
-    clean_acts, _, _, _, _, _ = _capture(lm, clean_ids, point, resume=False, logits=False)
+    clean_acts = _capture(lm, clean_ids, point, resume=False, logits=False).acts
     plain = _PLAIN_UNEMBED.get(lm.model) if kv_prefix else None
-    corr_acts, corr_resid, corr_logits, arity, corr_cache, corr_hidden = _capture(
-        lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
-    kv = prefix_kv(lm, corr_cache, seq) if kv_prefix else None
+    corr = _capture(lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
+    corr_logits = corr.logits
+    kv = prefix_kv(lm, corr.cache, seq) if kv_prefix else None
     if kv is not None and plain is None:  # first kv sweep of this model: check, then trust
-        plain = torch.allclose(_unembed(lm, corr_hidden), corr_logits, rtol=1e-5, atol=1e-5)
+        plain = torch.allclose(unembed(lm, corr.hidden), corr_logits, rtol=1e-5, atol=1e-5)
         _PLAIN_UNEMBED[lm.model] = plain
     if kv is None and corr_logits is None:  # deferred, but this family's cache cannot be reused
-        corr_logits = _unembed(lm, corr_hidden)
+        corr_logits = unembed(lm, corr.hidden)
     if kv is not None and not plain:
         kv = None
     out = torch.empty(len(cells))
     index = {cell: i for i, cell in enumerate(cells)}
     todo, skipped = [], []
     for cell in cells:
-        if skip_unchanged and _unchanged(cell, clean_acts, corr_acts, groups):
+        if options.skip_unchanged and unchanged(cell, clean_acts, corr.acts, groups):
             skipped.append(index[cell])
         else:
             todo.append(cell)
+    chunk_size = options.chunk_size
     if chunk_size is None:
         chunk_size = max(1, TOKEN_BUDGET // (batch * seq))
     if chunk_size < 1:
@@ -368,18 +230,18 @@ def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resum
         plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume)
     else:
         plan = chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
-    unembed = _DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None)
+    deferred = DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None, rows=UNEMBED_ROWS)
     if kv is not None:
         # The corrupted run's own unembedding joins the first batch (entry ``None``), so that
         # unchanged cells get the number patched runs would, whatever this model's history.
-        unembed.add([None], corr_hidden)
+        deferred.add([None], corr.hidden)
     else:
-        unembed.baseline = scalar(metric(corr_logits)).detach().float()
-    patches = _Patches(lm, point, groups, batch, seq, clean_acts, corr_resid, arity, resume)
-    tails = _Tails(lm, patches, corr_ids, max(1, chunk_size // 2), unembed.add)
-    for chunk in tqdm(plan, desc=f"patching {point}", disable=not progress, leave=False):
+        deferred.baseline = scalar(metric(corr_logits)).detach().float()
+    patches = Patches(lm, point, groups, corr_ids, clean_acts, corr, resume)
+    tails = Tails(lm, patches, corr_ids, max(1, chunk_size // 2), deferred.add)
+    for chunk in tqdm(plan, desc=f"patching {point}", disable=not options.progress, leave=False):
         if kv is not None:
-            _kv_chunk(lm, patches, corr_ids, chunk, kv, tails, unembed.add)
+            kv_chunk(lm, patches, corr_ids, chunk, kv, tails, deferred.add)
             continue
         context, interventions = patches.setup(chunk, 0)(slice(None))
         with context:
@@ -387,52 +249,6 @@ def _sweep(lm, corrupted, clean, metric, point, cells, groups, chunk_size, resum
         for i, cell in enumerate(chunk):
             out[index[cell]] = scalar(metric(logits[i * batch:(i + 1) * batch])).detach().float()
     tails.flush()
-    unembed.flush()
-    out[skipped] = unembed.baseline
+    deferred.flush()
+    out[skipped] = deferred.baseline
     return out
-
-
-class _DeferredUnembed:
-    """Last hidden states of patched runs, unembedded and scored in batches of
-    ``UNEMBED_ROWS`` rows: one matmul over many cells reads the (large) unembedding matrix
-    once instead of once per forward. With ``columns`` and a ``TokenMetric`` over a plain
-    ``nn.Linear`` unembedding, only the metric's columns are computed. The entry ``None``
-    stands for the corrupted run itself (``baseline``)."""
-
-    def __init__(self, lm, metric, batch: int, out: Tensor, index: dict[Cell, int], columns: bool):
-        self.lm, self.metric, self.batch, self.out, self.index = lm, metric, batch, out, index
-        self.baseline = torch.tensor(float("nan"))
-        self.pending: list[tuple[Cell | None, Tensor]] = []
-        self.weight = self.bias = None
-        if columns and isinstance(metric, TokenMetric) and type(lm.unembed) is nn.Linear:
-            vocab = lm.unembed.weight.shape[0]
-            if metric.tokens[-1] >= vocab:
-                raise InterpError(f"{metric.description} reads token {metric.tokens[-1]}, outside the vocabulary of {vocab}")
-            rows = torch.tensor(metric.tokens, device=lm.unembed.weight.device)
-            self.weight = lm.unembed.weight.detach()[rows]
-            self.bias = lm.unembed.bias.detach()[rows] if lm.unembed.bias is not None else None
-
-    def add(self, cells: list[Cell | None], hidden: Float[Tensor, "rows d_model"]) -> None:
-        batch = self.batch
-        self.pending.extend((cell, hidden[i * batch:(i + 1) * batch]) for i, cell in enumerate(cells))
-        if len(self.pending) * batch >= UNEMBED_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        batch = self.batch
-        while self.pending:
-            part = self.pending[:max(1, UNEMBED_ROWS // batch)]
-            del self.pending[:len(part)]
-            hidden = torch.cat([h for _, h in part])
-            if self.weight is not None:
-                with torch.no_grad():
-                    logits = nn.functional.linear(hidden.to(self.weight.dtype), self.weight, self.bias)
-                score = self.metric.of_columns
-            else:
-                logits, score = _unembed(self.lm, hidden), self.metric
-            for i, (cell, _) in enumerate(part):
-                value = scalar(score(logits[i * batch:(i + 1) * batch])).detach().float()
-                if cell is None:
-                    self.baseline = value
-                else:
-                    self.out[self.index[cell]] = value

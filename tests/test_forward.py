@@ -45,6 +45,16 @@ def test_prefix_then_continuation_on_its_cache_equals_the_whole_run(lm):
         torch.testing.assert_close(prefix.logits[i, pseq - len(p):], whole.logits[i, at_prefix], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(cont.logits[i, :len(c)], whole.logits[i, at_cont], atol=1e-5, rtol=1e-4)
         for name in names:
+            if name.endswith("hook_pattern"):  # [batch, head, query, key]: the real keys of each query
+                prefix_keys = slice(pseq - len(p), pseq)
+                torch.testing.assert_close(prefix.cache[name][i][:, prefix_keys, prefix_keys],
+                                           whole.cache[name][i][:, at_prefix, at_prefix], atol=1e-5, rtol=1e-4)
+                cont_pattern = cont.cache[name][i][:, :len(c)]  # keys: the cache's columns, then the new ones
+                torch.testing.assert_close(cont_pattern[:, :, prefix_keys], whole.cache[name][i][:, at_cont, at_prefix],
+                                           atol=1e-5, rtol=1e-4, msg=lambda m: f"{name} (continuation, past keys): {m}")
+                torch.testing.assert_close(cont_pattern[:, :, pseq:pseq + len(c)], whole.cache[name][i][:, at_cont, at_cont],
+                                           atol=1e-5, rtol=1e-4, msg=lambda m: f"{name} (continuation, new keys): {m}")
+                continue
             torch.testing.assert_close(prefix.cache[name][i, pseq - len(p):], whole.cache[name][i, at_prefix],
                                        atol=1e-5, rtol=1e-4, msg=lambda m: f"{name} (prefix): {m}")
             torch.testing.assert_close(cont.cache[name][i, :len(c)], whole.cache[name][i, at_cont],

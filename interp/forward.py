@@ -69,6 +69,7 @@ def forward(
     unembed_last: bool = False,
     end: str = "logits",
     hidden: bool = False,
+    hidden_at_all: bool = False,
     use_cache: bool = False,
     grad: bool = False,
 ) -> Forward:
@@ -85,6 +86,8 @@ def forward(
         unembed_last: unembed the last column only (captures keep ``positions``).
         end: one of ``ENDS`` (see the module docstring).
         hidden: also return the unembedding's input.
+        hidden_at_all: that input at every column, whatever ``positions`` keep for captures (a
+            reward model reads its score at a column of its own).
         use_cache: fill a new ``DynamicCache`` (returned as ``past``) when none is given.
         grad: keep the autograd graph (captures and logits not detached).
     """
@@ -107,10 +110,10 @@ def forward(
 
     def at_unembed(module, args):
         h = args[0]
-        if cols is not None:
+        if cols is not None and not hidden_at_all:
             rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1)
             h = h[rows, cols.to(h.device)]
-        elif unembed_last:
+        elif unembed_last and not hidden_at_all:
             h = h[:, -1:]
         if hidden or end == "unembed":
             found["hidden"] = h if grad else h.detach()
@@ -133,7 +136,8 @@ def forward(
             final = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)
             stack.callback(final.register_forward_pre_hook(at_last_mlp).remove)
         elif stop_layer is None:
-            stack.callback(lm.unembed.register_forward_pre_hook(at_unembed).remove)
+            # The row's module, not lm.unembed: a reward model's head (arch.unembed) is its score.
+            stack.callback(lm.model.get_submodule(lm.arch.unembed).register_forward_pre_hook(at_unembed).remove)
         try:
             out = lm.model(input_ids=ids, attention_mask=full, position_ids=position_ids,
                            cache=past, use_cache=past is not None)

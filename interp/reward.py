@@ -29,11 +29,10 @@ from torch import Tensor
 from interp.adapters import ARCHITECTURES, classifier_kind, supported_classifiers  # noqa: F401 (re-exported)
 from interp.cache import ActivationCache, Run, describe
 from interp.errors import InterpError, LoadError, UnsupportedArchitecture
-from interp.hooks import HookSession, StopForward
-from interp.interventions import as_callable
+from interp.forward import forward
 from interp.hook_names import HookPoint
 from interp.model import LM, SCORE_HOOK
-from interp.positions import Positions, columns
+from interp.positions import Positions
 
 HEADS = ("causal", "classifier")
 
@@ -99,8 +98,7 @@ class RewardLM(LM):
             raise UnsupportedArchitecture(f"RewardLM takes decoder classifiers ({', '.join(sorted(decoders))}); "
                                           f"wrap a {model.config.model_type!r} encoder with interp.reward.wrap")
         super().__init__(model, tokenizer, name)
-        # The session's keep-positions pre-hook goes on ``arch.unembed``; it must name a real
-        # module, and the score head is never called inside the session (see run), so it never fires.
+        # The row's ``unembed`` is the score head: the one forward path stops at its input (see run).
         self.arch = replace(self.arch, unembed=self.arch.score)
         self.n_labels: int = int(model.config.num_labels)
 
@@ -151,43 +149,25 @@ class RewardLM(LM):
         """As ``LM.run``; ``run.scores`` replaces ``run.logits`` (``logits=False`` stops early
         and leaves ``scores`` ``None``). ``positions`` choose what is captured; the score is
         read at its own token whatever they are."""
-        if isinstance(capture, str):
-            capture = [capture]
-        points = [p for name in capture for p in self.resolve(name)]
-        writes = {}
-        for name, value in (interventions or {}).items():
-            for p in self.resolve(name):
-                writes[p] = as_callable(value, name, p)
-        stop_layer = None
-        if not logits:
-            asked = points + list(writes)
-            if not asked:
-                raise InterpError("logits=False with nothing to capture: the run would compute nothing")
-            if all(p.layer is not None or p.point not in ("ln_final.hook_normalized", SCORE_HOOK) for p in asked):
-                stop_layer = max(max((p.layer for p in asked if p.layer is not None), default=0), 0)
-        # hook_score is not a module of the body: computed below, after the session
+        points, writes = self._points(capture, interventions)
+        # hook_score is not a module of the body: computed below from the final hidden state
         score_point = HookPoint(None, SCORE_HOOK)
         capture_score = score_point in points
         points = [p for p in points if p != score_point]
         write_score = writes.pop(score_point, None)
+        wants_final = logits or capture_score or write_score is not None or any(
+            p.point == "ln_final.hook_normalized" for p in points + list(writes))
+        if not wants_final and not points and not writes:
+            raise InterpError("logits=False with nothing to capture: the run would compute nothing")
         ids, mask, lengths = self.to_tokens(prompts)
-        cols = columns(positions, lengths, ids.shape[1])
         device = self.device
-        ids, mask = ids.to(device), mask.to(device)
-        score_cols = self.score_columns(ids, mask)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        session = HookSession(self.model, self.arch, points, writes, lengths.to(device), cols, stop_layer, grad)
-        scores = None
+        score_cols = self.score_columns(ids.to(device), mask.to(device))
+        # The one forward path, stopped at the score head's input: HF's own pooling cannot take
+        # kept positions and refuses batches without a pad id; the score is read below, as HF reads it.
+        out = forward(self, ids, mask, capture=points, writes=writes, positions=positions,
+                      end="unembed" if wants_final else "hooks", hidden_at_all=True, grad=grad)
+        captures, hidden, cols, scores = out.captures, out.hidden, out.columns, None
         with torch.set_grad_enabled(grad):
-            hidden = None
-            with session.attached():
-                try:
-                    # The body, not the HF classifier: its pooling cannot take kept positions
-                    # and refuses batches without a pad id; the score is read below, as HF reads it.
-                    hidden = self.model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                                                   use_cache=False).last_hidden_state
-                except StopForward:
-                    pass
             if hidden is not None:
                 rows = torch.arange(hidden.shape[0], device=hidden.device)
                 if capture_score or write_score is not None:
@@ -195,14 +175,14 @@ class RewardLM(LM):
                     if write_score is not None:
                         per_position = write_score(per_position, lengths.to(device))
                     if capture_score:
-                        kept = per_position if cols is None else per_position[rows.unsqueeze(1), cols]
-                        session.cache[SCORE_HOOK] = kept.clone() if grad else kept.detach().clone()
+                        kept = per_position if cols is None else per_position[rows.unsqueeze(1), cols.to(device)]
+                        captures[SCORE_HOOK] = kept.clone() if grad else kept.detach().clone()
                     scores = per_position[rows, score_cols]
                 else:
                     scores = self.score_head(hidden[rows, score_cols])
                 if not grad:
                     scores = scores.detach()
-        return RewardRun(ids, mask, lengths, None, ActivationCache(session.cache, self.n_layers), cols,
+        return RewardRun(ids.to(device), mask.to(device), lengths, None, ActivationCache(captures, self.n_layers), cols,
                          scores=scores, score_columns=score_cols)
 
     def reward_lens(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_labels"]:

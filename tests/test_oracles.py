@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import interp
-from tests.conftest import PROMPTS, random_model
+from tests.conftest import FAMILIES, PROMPTS, random_model
 
 ORACLE_FAMILIES = ["gpt2", "llama"]
 POINTS = ["resid_pre", "mlp_out", "resid_post"]
@@ -50,7 +50,7 @@ def test_transformer_lens_bridge_agrees(setup, tokenizer):
 HEAD_POINTS = ["q", "k", "v", "pattern", "z"]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_transformer_lens_bridge_head_hooks_agree(family, tokenizer, tmp_path):
     """``blocks.{l}.attn.hook_{q,k,v,pattern,z}``: same names, layouts ([batch, pos, head,
     d_head], a pattern [batch, head, query, key]) and values; q and k before rotary, and k, v

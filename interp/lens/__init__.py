@@ -1,4 +1,4 @@
-"""Early decoding (logit lens): the model's own final norm and unembedding on any residual.
+"""Early decoding: a lens (by default the logit lens, the model's own final norm and unembedding) on any residual.
 
 ``logit_lens(lm, resid)`` returns logits for a ``[..., d_model]`` tensor; applied to the last
 block's ``resid_post`` it gives the model's logits exactly. ``decode_layers`` reads out every
@@ -16,14 +16,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import InterpError
-
-
-def logit_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
-    """Final norm then unembedding (bias included where the model has one)."""
-    if resid.shape[-1] != lm.d_model:
-        raise InterpError(f"logit_lens expects [..., d_model={lm.d_model}], got {tuple(resid.shape)}")
-    with torch.no_grad() if not resid.requires_grad else torch.enable_grad():
-        return lm.unembed(lm.final_norm(resid.to(lm.dtype)))
+from interp.lens.objects import Lens, LogitLens, logit_lens, resolve_lens
+from interp.lens.tuned import TunedLens, TunedLensConfig, train_tuned_lens
 
 
 def reward_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_labels"]:
@@ -99,16 +93,23 @@ def readout(
     resids: Sequence[Float[Tensor, "batch pos d_model"]] | Float[Tensor, "layer batch pos d_model"],
     targets: Int[Tensor, "batch n_target"] | None = None,
     k: int = 5,
+    lens: Lens | None = None,
+    layers: Sequence[int] | None = None,
 ) -> LayerReadout:
     """Decode each residual in ``resids`` (one per layer), in groups of layers whose logits
     fit ``DECODE_BUDGET`` elements.
 
     ``targets`` gives, per prompt, token ids whose rank and probability to track (e.g. the
-    answer's and the argument's first tokens); they are shared by all positions.
+    answer's and the argument's first tokens); they are shared by all positions. ``lens``
+    decodes (default: the logit lens); ``layers`` names the block of each residual for a lens
+    that depends on it (default ``0, 1, ...``: ``resids`` is every block's ``resid_post``).
     """
     if not isinstance(resids, Tensor):
         resids = torch.stack(list(resids))
     n_layers, batch, pos, _ = resids.shape
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    if len(layers) != n_layers:
+        raise InterpError(f"readout got {n_layers} residuals but {len(layers)} layers; pass one layer per residual")
     per_group = max(1, DECODE_BUDGET // (batch * pos * lm.d_vocab))
     parts = []
     for start in range(0, n_layers, per_group):
@@ -116,7 +117,11 @@ def readout(
         group_targets = None
         if targets is not None:
             group_targets = targets.to(group.device)[None, :, None, :].expand(group.shape[0], -1, pos, -1)
-        parts.append(reduce_logits(logit_lens(lm, group), group_targets, k))
+        if lens is None or isinstance(lens, LogitLens):  # one unembedding call for the whole group
+            logits = logit_lens(lm, group)
+        else:
+            logits = torch.stack([lens.decode(r, layer) for r, layer in zip(group, layers[start:start + per_group])])
+        parts.append(reduce_logits(logits, group_targets, k))
     fields = [torch.cat(list(f)) if f[0] is not None else None for f in zip(*parts)]
     return LayerReadout(*fields)
 
@@ -128,7 +133,12 @@ def decode_layers(
     positions=-1,
     targets: Int[Tensor, "batch n_target"] | None = None,
     k: int = 5,
+    lens: Lens | None = None,
 ) -> LayerReadout:
     """Run ``prompts`` once and early-decode ``hook`` at every layer at ``positions``."""
     run = lm.run(prompts, capture=[hook], positions=positions, logits=False)
-    return readout(lm, run.cache.stack(hook), targets=targets, k=k)
+    return readout(lm, run.cache.stack(hook), targets=targets, k=k, lens=lens)
+
+
+__all__ = ["DECODE_BUDGET", "LayerReadout", "Lens", "LogitLens", "TunedLens", "TunedLensConfig", "decode_layers",
+           "logit_lens", "readout", "reduce_logits", "resolve_lens", "reward_lens", "target_rank", "train_tuned_lens"]

@@ -31,6 +31,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.errors import PromptError, UnknownHook
+from interp.lens import Lens
 from probes.readouts import Layer, LayerSpec, block_layers, layer_logprobs, resolve_layers
 
 Pair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
@@ -102,7 +103,7 @@ class ContinuationLogprobs:
     """Log-probs of one continuation's tokens under each readout.
 
     Attributes:
-        layers: the readouts (``None`` = final logits, ``l`` = logit lens of block ``l``).
+        layers: the readouts (``None`` = final logits, ``l`` = block ``l`` through the lens, by default the logit lens).
         context_tokens: the context's token ids.
         tokens: the continuation's token ids.
         token_logprobs: ``[readout, n_tokens]`` log-prob of each continuation token.
@@ -142,7 +143,7 @@ class ContinuationLogprobs:
 
 
 def naive_pair_logprobs(
-    lm, pairs: Sequence[Pair], layers: Sequence[Layer], batch_size: int = 8
+    lm, pairs: Sequence[Pair], layers: Sequence[Layer], batch_size: int = 8, lens: Lens | None = None
 ) -> list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]:
     """Per pair, ``(token log-probs, greedy)`` under each readout, each pair run as its own
     ``context + continuation[:-1]`` sequence (batched ``batch_size`` at a time). The
@@ -166,7 +167,7 @@ def naive_pair_logprobs(
                 cols = slice(widest - n, widest)
             resids = {l: run.cache[f"blocks.{l}.hook_resid_post"][i, cols] for l in blocks}
             targets = torch.tensor(cont, device=run.logits.device)
-            out.append(layer_logprobs(lm, layers, run.logits[i, cols], resids, targets))
+            out.append(layer_logprobs(lm, layers, run.logits[i, cols], resids, targets, lens))
     return out
 
 
@@ -177,11 +178,12 @@ def continuation_logprobs(
     layers: LayerSpec = None,
     batch_size: int = 8,
     truncate: Truncate = "error",
+    lens: Lens | None = None,
 ) -> list[ContinuationLogprobs | Skipped]:
     """Log-probs of each ``continuations[i]`` after ``contexts[i]`` (lm-evaluation-harness
     tokenisation), under the readouts ``layers`` (see :func:`probes.readouts.resolve_layers`).
     Pairs longer than the model: ``truncate`` (:func:`fit_context`); a skipped pair is a
-    :class:`Skipped` in the output."""
+    :class:`Skipped` in the output. ``lens`` decodes the block readouts (default: the logit lens)."""
     if len(contexts) != len(continuations):
         raise PromptError(f"{len(contexts)} contexts but {len(continuations)} continuations")
     if lm.tokenizer is None:
@@ -190,7 +192,7 @@ def continuation_logprobs(
     pairs = [encode_pair(lm.tokenizer, c, x) for c, x in zip(contexts, continuations)]
     fits = [fit_context(ctx, len(cont), lm.max_positions, truncate, f"pair {i}") for i, (ctx, cont) in enumerate(pairs)]
     todo = [i for i, f in enumerate(fits) if not isinstance(f, Skipped)]
-    scored = dict(zip(todo, naive_pair_logprobs(lm, [(fits[i][0], pairs[i][1]) for i in todo], readouts, batch_size)))
+    scored = dict(zip(todo, naive_pair_logprobs(lm, [(fits[i][0], pairs[i][1]) for i in todo], readouts, batch_size, lens)))
     out: list[ContinuationLogprobs | Skipped] = []
     for i, fit in enumerate(fits):
         if isinstance(fit, Skipped):

@@ -36,6 +36,7 @@ import numpy as np
 from jaxtyping import Bool, Float, Int
 
 from interp.errors import InterpError, PromptError, UnknownHook
+from interp.lens import Lens, resolve_lens
 from probes.logprobs import Skipped, Truncate, encode_pair, fit_context, naive_pair_logprobs
 from probes.readouts import Layer, LayerSpec, resolve_layers
 from probes.shared_context import shared_context_logprobs
@@ -60,7 +61,7 @@ class MCScore:
     Attributes:
         item_id: the item's id.
         label: index of the correct option.
-        layers: readouts (``None`` = final logits, ``l`` = logit lens of block ``l``).
+        layers: readouts (``None`` = final logits, ``l`` = block ``l`` through the lens, by default the logit lens).
         logprobs: ``[readout, option]`` summed log-prob of each option.
         token_logprobs: per option, ``[readout, n_tokens]`` log-prob of each token.
         greedy: ``[readout, option]`` whether every token of the option is the argmax.
@@ -133,13 +134,15 @@ def fit_item(lm, item, truncate: Truncate = "error") -> tuple[list[int], list[li
 
 def score_items(
     lm, items: Sequence, layers: LayerSpec = None, method: str = "kv", batch_size: int = 4,
-    truncate: Truncate = "error",
+    truncate: Truncate = "error", lens: Lens | None = None,
 ) -> list[MCScore | Skipped]:
     """Score every option of every item under the readouts ``layers``; one entry per item,
     a :class:`probes.logprobs.Skipped` for an item not scored (``truncate``, module doc).
 
     ``batch_size`` is items per forward (``"kv"``: contexts; ``"naive"``: items, i.e.
-    ``batch_size x n_options`` sequences).
+    ``batch_size x n_options`` sequences). ``lens`` decodes the block readouts (default: the
+    logit lens; e.g. ``interp.lens.TunedLens.load(folder, lm)``); the final readout is the same
+    under every lens.
     """
     if method not in METHODS:
         raise InterpError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
@@ -149,19 +152,21 @@ def score_items(
     fits = [fit_item(lm, item, truncate) for item in items]
     kept = [i for i, f in enumerate(fits) if not isinstance(f, Skipped)]
     scores = dict(zip(kept, _score_fitted(lm, [items[i] for i in kept], [fits[i] for i in kept], readouts,
-                                          method, batch_size)))
+                                          method, batch_size, resolve_lens(lm, lens))))
     return [scores.get(i, fit) for i, fit in enumerate(fits)]
 
 
-def _score_fitted(lm, items: Sequence, fits: list, readouts: list[Layer], method: str, batch_size: int) -> list[MCScore]:
+def _score_fitted(
+    lm, items: Sequence, fits: list, readouts: list[Layer], method: str, batch_size: int, lens: Lens
+) -> list[MCScore]:
     if not items:
         return []
     groups = [(ctx, opts) for ctx, opts, _ in fits]
     if method == "kv":
-        scored = shared_context_logprobs(lm, groups, readouts, batch_size)
+        scored = shared_context_logprobs(lm, groups, readouts, batch_size, lens)
     else:
         flat_pairs = [(ctx, opt) for ctx, opts in groups for opt in opts]
-        flat = iter(naive_pair_logprobs(lm, flat_pairs, readouts, batch_size * max(len(o) for _, o in groups)))
+        flat = iter(naive_pair_logprobs(lm, flat_pairs, readouts, batch_size * max(len(o) for _, o in groups), lens))
         scored = [[next(flat) for _ in opts] for _, opts in groups]
     out = []
     for item, (_, opts, n_cut), per_option in zip(items, fits, scored):

@@ -2,8 +2,10 @@
 
 A readout is logits ``[batch, pos, vocab]`` from one forward pass: the model's final logits
 (``layer=None``) or the early-decoded logits of block ``l``'s ``resid_post``
-(``interp.lens.logit_lens``: the model's own final norm and unembedding). A probe that only
-consumes readouts (accuracy, calibration) therefore works at the output and at every layer.
+through a lens (``interp.lens``; default the logit lens, the model's own final norm and
+unembedding; or a ``TunedLens``). A probe that only consumes readouts (accuracy, calibration)
+therefore works at the output and at every layer, under any lens; the final readout is the
+model's logits whatever the lens.
 
 Layer specs accepted by the scorers (:func:`resolve_layers`):
 
@@ -22,7 +24,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interp.errors import UnknownHook
-from interp.lens import logit_lens
+from interp.lens import Lens, resolve_lens
 
 Layer = int | None
 LayerSpec = Layer | str | Sequence[Layer]
@@ -60,10 +62,12 @@ def label(layer: Layer) -> str:
 
 
 def readout_logits(
-    lm, layer: Layer, final_logits: Float[Tensor, "*batch vocab"], resids: dict[int, Float[Tensor, "*batch d_model"]]
+    lm, layer: Layer, final_logits: Float[Tensor, "*batch vocab"], resids: dict[int, Float[Tensor, "*batch d_model"]],
+    lens: Lens | None = None,
 ) -> Float[Tensor, "*batch vocab"]:
-    """The readout ``layer`` from a run's final logits and its captured ``resid_post`` by block."""
-    return final_logits if layer is None else logit_lens(lm, resids[layer])
+    """The readout ``layer`` from a run's final logits and its captured ``resid_post`` by block,
+    decoded by ``lens`` (default: the logit lens)."""
+    return final_logits if layer is None else resolve_lens(lm, lens).decode(resids[layer], layer)
 
 
 def gather_logprobs(
@@ -80,12 +84,13 @@ def layer_logprobs(
     final_logits: Float[Tensor, "batch pos vocab"],
     resids: dict[int, Float[Tensor, "batch pos d_model"]],
     targets: Int[Tensor, "batch pos"],
+    lens: Lens | None = None,
 ) -> tuple[Float[Tensor, "readout batch pos"], Bool[Tensor, "readout batch pos"]]:
     """Target log-probs and greedy flags under each readout, one readout at a time (the
     ``[readout, batch, pos, vocab]`` tensor is never built)."""
     values, greedy = [], []
     for layer in layers:
-        lp, g = gather_logprobs(readout_logits(lm, layer, final_logits, resids), targets)
+        lp, g = gather_logprobs(readout_logits(lm, layer, final_logits, resids, lens), targets)
         values.append(lp)
         greedy.append(g)
     return torch.stack(values), torch.stack(greedy)

@@ -26,12 +26,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from interp.lens import Lens
 from probes.readouts import Layer, block_layers, layer_logprobs
 
 Group = tuple[list[int], list[list[int]]]  # (context tokens, each option's tokens)
 
 
-def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
+def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None):
     device = lm.device
     blocks = block_layers(layers)
     names = [f"blocks.{l}.hook_resid_post" for l in blocks]
@@ -48,7 +49,7 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
         targets[i, :len(opt)] = torch.tensor(opt, device=device)
     if longest == 1:  # the context's last position predicts every option: nothing to feed
         return _read(lm, layers, first_logits[owner, None], {l: r[owner, None] for l, r in first_resid.items()},
-                     targets, options)
+                     targets, options, lens)
     # Fed: each option without its last token (right-padded, masked).
     opt_ids = targets[:, :-1]
     opt_mask = torch.zeros_like(opt_ids)
@@ -60,25 +61,26 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer]):
     # Predictors of option tokens: the context's last position, then the option's own positions.
     logits = torch.cat([first_logits[owner, None], cont.logits], 1)
     resids = {l: torch.cat([first_resid[l][owner, None], cont.cache[name]], 1) for l, name in zip(blocks, names)}
-    return _read(lm, layers, logits, resids, targets, options)
+    return _read(lm, layers, logits, resids, targets, options, lens)
 
 
-def _read(lm, layers, logits, resids, targets, options):
+def _read(lm, layers, logits, resids, targets, options, lens):
     """Per option ``(token log-probs, greedy)`` from the predictors of its tokens."""
-    values, greedy = layer_logprobs(lm, layers, logits, resids, targets)
+    values, greedy = layer_logprobs(lm, layers, logits, resids, targets, lens)
     return [(values[:, i, :len(o)].cpu(), greedy[:, i, :len(o)].cpu()) for i, o in enumerate(options)]
 
 
 def shared_context_logprobs(
-    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4
+    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None
 ) -> list[list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]]:
     """Per group, per option: ``(token log-probs, greedy)`` under each readout. ``batch_size``
-    contexts (with all their options) share one pair of forwards."""
+    contexts (with all their options) share one pair of forwards; ``lens`` decodes the block
+    readouts (default: the logit lens)."""
     out = []
     for start in range(0, len(groups), batch_size):
         batch = groups[start:start + batch_size]
         with torch.no_grad():
-            flat = _score_batch(lm, batch, layers)
+            flat = _score_batch(lm, batch, layers, lens)
         it = iter(flat)
         out += [[next(it) for _ in opts] for _, opts in batch]
     return out

@@ -53,3 +53,60 @@ def test_load_refuses_another_unembedding(toy, tmp_path):
         TunedLens.load(tmp_path / "lens", other)
     with pytest.raises(InterpError, match="no tuned lens"):
         TunedLens.load(tmp_path / "missing", toy)
+
+
+@pytest.mark.parametrize("member", ["base", "chat"])
+def test_shipped_lens_beats_the_logit_lens_on_heldout_text(member):
+    from interp.lens.tuned import lens_kl
+    from toy_pair import tuned_lens as shipped
+
+    lm = interp.load(f"toy/{member}")
+    held = shipped.heldout_texts(32)
+    assert not set(held) & set(shipped.train_texts())
+    tuned, logit = lens_kl(lm, shipped.load(lm, member), held), lens_kl(lm, LogitLens(lm), held)
+    assert (tuned[:-1] < logit[:-1]).all(), (tuned, logit)
+    torch.testing.assert_close(tuned[-1], logit[-1], rtol=0, atol=1e-6)  # the last layer stays the identity
+
+
+def _today_logprobs(lm, item):
+    """Per option, per readout (final, then each block through the logit lens), the summed log-prob
+    of its tokens from one plain run of context + option: what score_items computed before lenses."""
+    from probes.multiple_choice import fit_item
+
+    ctx, opts, _ = fit_item(lm, item)
+    rows = []
+    for opt in opts:
+        run = lm.run([ctx + opt[:-1]], capture="resid_post")
+        cols = slice(len(ctx) - 1, len(ctx) + len(opt) - 1)
+        tgt = torch.tensor(opt)
+        readouts = [run.logits[0, cols]] + [logit_lens(lm, r[0, cols]) for r in run.cache.stack("resid_post")]
+        rows.append([float(l.float().log_softmax(-1)[torch.arange(len(opt)), tgt].sum()) for l in readouts])
+    return torch.tensor(rows).T  # [readout, option]
+
+
+def test_score_items_under_both_lenses(toy):
+    from probes.multiple_choice import score_items
+    from tasks.items import MCItem
+    from toy_pair import tuned_lens as shipped
+
+    items = [MCItem("a", "t", "The capital of France is", [" Paris .", " Warsaw .", " Madrid"], 0),
+             MCItem("b", "t", "User : What is the capital of Poland ? Assistant :", [" Warsaw", " Rome ."], 0)]
+    default = score_items(toy, items, layers="all")
+    logit = score_items(toy, items, layers="all", lens=LogitLens(toy))
+    tuned = score_items(toy, items, layers="all", lens=shipped.load(toy, "base"))
+    naive = score_items(toy, items, layers="all", lens=shipped.load(toy, "base"), method="naive")
+    for item, d, l, t, n in zip(items, default, logit, tuned, naive):
+        assert d.layers == [None, *range(toy.n_layers)]
+        assert (d.logprobs == l.logprobs).all()
+        torch.testing.assert_close(torch.tensor(d.logprobs), _today_logprobs(toy, item).double(), rtol=0, atol=1e-4)
+        assert (t.loglik(None) == d.loglik(None)).all()  # the final readout is the model's, under any lens
+        assert not (t.loglik(0) == d.loglik(0)).any()  # block readouts go through the lens
+        torch.testing.assert_close(torch.tensor(t.logprobs), torch.tensor(n.logprobs), rtol=0, atol=1e-4)
+
+
+def test_a_lens_that_is_not_one_is_refused(toy):
+    from probes.multiple_choice import score_items
+    from tasks.items import MCItem
+
+    with pytest.raises(InterpError, match="lens must be None"):
+        score_items(toy, [MCItem("a", "t", "The capital of France is", [" Paris", " Rome"], 0)], layers=0, lens="tuned")

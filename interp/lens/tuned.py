@@ -63,8 +63,10 @@ class TunedLens(nn.Module):
         self.config = config or TunedLensConfig.of(lm)
         self._lm = [lm]  # a list: the model is not a submodule (not saved, not trained)
         d, n = self.config.d_model, self.config.n_layers
-        self.weight = nn.Parameter(torch.zeros(n, d, d))
-        self.bias = nn.Parameter(torch.zeros(n, d))
+        # Frozen unless being trained (train_tuned_lens unfreezes it), so that probes can turn its
+        # readouts into numpy arrays like the logit lens's.
+        self.weight = nn.Parameter(torch.zeros(n, d, d), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(n, d), requires_grad=False)
 
     @property
     def lm(self):
@@ -165,7 +167,7 @@ def train_tuned_lens(
         raise InterpError(f"train_tuned_lens needs steps >= 0 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    lens = TunedLens(lm)
+    lens = TunedLens(lm).requires_grad_(True)
     opt = torch.optim.Adam(lens.parameters(), lr=lr)
     for step in range(steps):
         resid, final_logp = _residuals(lm, rng.sample(texts, min(batch_size, len(texts))))

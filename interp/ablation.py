@@ -15,7 +15,7 @@ from torch import Tensor
 
 from interp.hook_names import block_hook
 from interp.interventions import replace
-from interp.lens import logit_lens, readout
+from interp.lens import Lens, readout, resolve_lens
 from interp.token_readout import (
     TokenReadout, check_hook, check_k, check_layer, check_targets, decode, decode_each_layer, map_fields, n_prompts,
 )
@@ -32,6 +32,7 @@ def ablate(
     targets_ids: Int[Tensor, "batch n_target"] | None = None,
     k: int = 5,
     propagate: bool = False,
+    lens: Lens | None = None,
 ) -> TokenReadout:
     """What the residual decodes to without layer ``layer``'s update at ``position``.
 
@@ -40,7 +41,8 @@ def ablate(
     ``layer``. For sequential families that equals the lens of ``resid_mid`` when
     ``hook="mlp_out"`` (up to float rounding). With ``propagate=True`` the update is zeroed at
     ``position`` and the model runs to its output, read at the same ``position``; at the last
-    layer both views agree.
+    layer both views agree. ``lens`` decodes the residual when ``propagate=False`` (default:
+    the logit lens; a tuned lens reads it with block ``layer``'s translator).
 
     Returns:
         ``TokenReadout`` with fields ``[batch, ...]`` and ``logits`` ``[batch, vocab]``.
@@ -57,7 +59,7 @@ def ablate(
     post = block_hook(layer, "resid_post")
     run = lm.run(prompts, capture=[post, name], positions=position, logits=False)
     resid = run.cache[post][:, 0] - run.cache[name][:, 0]
-    return decode(logit_lens(lm, resid), targets_ids, k)
+    return decode(resolve_lens(lm, lens).decode(resid, layer), targets_ids, k)
 
 
 def ablate_each_layer(
@@ -68,6 +70,7 @@ def ablate_each_layer(
     k: int = 5,
     position: int = -1,
     propagate: bool = False,
+    lens: Lens | None = None,
 ) -> TokenReadout:
     """``ablate(..., propagate=propagate)`` at every layer from one forward pass.
 
@@ -76,7 +79,7 @@ def ablate_each_layer(
     logits fit ``interp.lens.DECODE_BUDGET`` (never the whole ``[layer, batch, vocab]`` for a
     big batch). With ``propagate=True`` it runs ``layer`` copies of the prompts as one batch
     of ``layer x batch`` rows, copy l with layer l's update zeroed at ``position``, and reads
-    the output at ``position`` (the logits of all rows exist at once).
+    the output at ``position`` (the logits of all rows exist at once). ``lens`` as in ``ablate``.
 
     Returns:
         ``TokenReadout`` with fields ``[layer, batch, ...]`` and ``logits=None``.
@@ -89,5 +92,5 @@ def ablate_each_layer(
                                   lambda layer, act: torch.zeros_like(act), targets_ids, k)
     run = lm.run(prompts, capture=["resid_post", hook], positions=position, logits=False)
     resids = run.cache.stack("resid_post")[:, :, 0] - run.cache.stack(hook)[:, :, 0]  # [layer, batch, d_model]
-    layers = readout(lm, resids.unsqueeze(2), targets=targets_ids, k=k)  # [layer, batch, 1, ...]
+    layers = readout(lm, resids.unsqueeze(2), targets=targets_ids, k=k, lens=lens)  # [layer, batch, 1, ...]
     return map_fields(layers, lambda x: x[:, :, 0])

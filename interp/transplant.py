@@ -30,7 +30,7 @@ from interp.ablation import UPDATE_POINTS, ablate, ablate_each_layer
 from interp.errors import InterpError
 from interp.hook_names import BLOCK_POINTS, block_hook
 from interp.interventions import add, replace
-from interp.lens import LayerReadout, readout
+from interp.lens import LayerReadout, Lens, readout
 from interp.token_readout import (
     TokenReadout, check_hook, check_k, check_layer, check_targets, decode, decode_each_layer, map_fields, n_prompts,
 )
@@ -91,6 +91,7 @@ def transplant(
     position: int = -1,
     targets_ids: Int[Tensor, "batch n_target"] | None = None,
     k: int = 5,
+    lens: Lens | None = None,
 ) -> TransplantResult:
     """Run ``targets`` with ``vector`` added to (or replacing) ``blocks.{layer}.hook_{hook}``.
 
@@ -106,6 +107,7 @@ def transplant(
         targets_ids: token ids whose rank and probability to track, ``[batch, n_target]``
             (or ``[n_target]`` shared by all targets).
         k: how many top tokens to keep.
+        lens: decodes ``resid_post`` at each layer (default: the logit lens).
 
     Returns:
         ``TransplantResult``: the final readout at the last position and the logit lens of
@@ -130,7 +132,7 @@ def transplant(
     run = lm.run(targets, capture=["resid_post"], positions=-1, interventions={block_hook(layer, hook): write})
     return TransplantResult(
         final=decode(run.logits[:, -1], targets_ids, k),
-        layers=readout(lm, run.cache.stack("resid_post"), targets=targets_ids, k=k),
+        layers=readout(lm, run.cache.stack("resid_post"), targets=targets_ids, k=k, lens=lens),
     )
 
 

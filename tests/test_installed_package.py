@@ -48,6 +48,7 @@ def run_outside(target: Path, cwd: Path, *args: str) -> subprocess.CompletedProc
 
 def test_installed_copy_loads_the_toy_pair(installed, tmp_path):
     code = ("import interp, studies; lm = interp.load('toy/base'); "
+            "from toy_pair.tuned_lens import load; load(lm, 'base'); "  # the shipped tuned lens too
             "print(interp.__file__); print(studies.__file__); print(lm.n_layers)")
     where_interp, where_studies, n_layers = run_outside(installed, tmp_path, "-c", code).stdout.split()
     # The installed copy, not the repository (which an editable install may also put on sys.path).

@@ -110,3 +110,26 @@ def test_a_lens_that_is_not_one_is_refused(toy):
 
     with pytest.raises(InterpError, match="lens must be None"):
         score_items(toy, [MCItem("a", "t", "The capital of France is", [" Paris", " Rome"], 0)], layers=0, lens="tuned")
+
+
+def test_layer_readouts_take_a_lens(toy, resids):
+    from interp.ablation import ablate, ablate_each_layer
+    from interp.lens import decode_layers, readout
+    from interp.transplant import transplant
+    from toy_pair import tuned_lens as shipped
+
+    tuned = shipped.load(toy, "base")
+    logit, through = readout(toy, resids, k=3), readout(toy, resids, k=3, lens=tuned)
+    assert torch.equal(through.top_ids[-1], logit.top_ids[-1])  # the last layer: identity translator
+    for layer in range(toy.n_layers):
+        expected = tuned.decode(resids[layer], layer).float().log_softmax(-1).topk(3, dim=-1).indices
+        assert torch.equal(through.top_ids[layer], expected)
+    assert not torch.equal(through.top_probs[0], logit.top_probs[0])
+    last = decode_layers(toy, TEXTS, k=3, lens=tuned)
+    torch.testing.assert_close(last.top_probs, through.top_probs[:, :, -1:], rtol=0, atol=1e-5)  # left padding: -1 = last
+    vector = torch.randn(toy.d_model)
+    a, b = transplant(toy, TEXTS[:1], vector, layer=2), transplant(toy, TEXTS[:1], vector, layer=2, lens=tuned)
+    assert torch.equal(a.final.top_ids, b.final.top_ids) and not torch.equal(a.layers.top_probs, b.layers.top_probs)
+    one, each = ablate(toy, TEXTS, layer=1, lens=tuned), ablate_each_layer(toy, TEXTS, lens=tuned)
+    torch.testing.assert_close(one.top_probs, each.top_probs[1], rtol=0, atol=1e-5)
+    assert not torch.equal(one.top_probs, ablate(toy, TEXTS, layer=1).top_probs)

@@ -133,3 +133,18 @@ def test_layer_readouts_take_a_lens(toy, resids):
     one, each = ablate(toy, TEXTS, layer=1, lens=tuned), ablate_each_layer(toy, TEXTS, lens=tuned)
     torch.testing.assert_close(one.top_probs, each.top_probs[1], rtol=0, atol=1e-5)
     assert not torch.equal(one.top_probs, ablate(toy, TEXTS, layer=1).top_probs)
+
+
+def test_retrain_script_writes_loadable_lenses(tmp_path, capsys):
+    from toy_pair import tuned_lens as shipped
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        shipped.main(["--out", str(tmp_path), "--steps", "2", "--batch-size", "4"])
+    finally:  # main() turns it on for reproducible lenses
+        torch.use_deterministic_algorithms(deterministic)
+    for member in shipped.MEMBERS:
+        lm = interp.load(f"toy/{member}")
+        lens = TunedLens.load(tmp_path / member, lm)
+        assert lens.config.model == f"toy/{member}" and lens.weight[:-1].abs().sum() > 0
+    assert "saved to" in capsys.readouterr().out

@@ -65,8 +65,8 @@ class TunedLens(nn.Module):
         d, n = self.config.d_model, self.config.n_layers
         # Frozen unless being trained (train_tuned_lens unfreezes it), so that probes can turn its
         # readouts into numpy arrays like the logit lens's.
-        self.weight = nn.Parameter(torch.zeros(n, d, d), requires_grad=False)
-        self.bias = nn.Parameter(torch.zeros(n, d), requires_grad=False)
+        self.weight = nn.Parameter(torch.zeros(n, d, d, device=lm.device), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(n, d, device=lm.device), requires_grad=False)
 
     @property
     def lm(self):

@@ -5,6 +5,7 @@
     run = lm.run(["The capital of Poland is"], capture=["resid_post", "mlp_out"], positions=-1)
     run.cache.stack("resid_post")          # [layer, batch, pos, d_model]
     interp.lens.logit_lens(lm, run.cache["blocks.3.hook_resid_post"])
+    interp.lens.TunedLens.load(folder, lm).decode(run.cache["blocks.3.hook_resid_post"], layer=3)
 
     rm = interp.load_reward("toy/reward")  # reward models: the same hooks, run.scores [batch, n_labels]
     interp.lens.reward_lens(rm, rm.run(texts, capture=["resid_post"], positions=-1).cache.stack("resid_post"))

@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.adapters import ENCODERS, EncoderArch, encoder_arch_for  # noqa: F401 (re-exported)
+from interp.adapters import EncoderArch, encoder_arch_for
 from interp.cache import ActivationCache
 from interp.errors import InterpError, PromptError, UnknownHook
 from interp.hook_names import HookPoint

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from interp import reward
-from interp.adapters import arch_for
+from interp.adapters import arch_for, classifier_kind
 from interp.encoder import EncoderRewardModel
 from interp.errors import LoadError
 from interp.model import LM
@@ -172,7 +172,7 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         raise _explain_failure(source, err) from err
     head = reward.head_of(config, head)
     if head == "classifier":  # fail on an unsupported family before fetching any weights
-        reward.check_classifier(config)
+        classifier_kind(config)
     else:
         arch_for(config)
     auto = AutoModelForSequenceClassification if head == "classifier" else AutoModelForCausalLM

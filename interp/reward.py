@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.adapters import ARCHITECTURES, classifier_kind, supported_classifiers  # noqa: F401 (re-exported)
+from interp.adapters import ARCHITECTURES, classifier_kind
 from interp.cache import ActivationCache, Run, describe
 from interp.errors import InterpError, LoadError, UnsupportedArchitecture
 from interp.forward import forward
@@ -51,11 +51,6 @@ def head_of(config, head: str | None) -> str:
         raise LoadError(f"head={head!r} does not fit this checkpoint ({', '.join(names)}): its {head} head "
                         f"would be random weights; use head={head_of(config, None)!r} or head=None")
     return head
-
-
-def check_classifier(config) -> None:
-    """Raise UnsupportedArchitecture unless the config's family has a classifier we read."""
-    classifier_kind(config)
 
 
 def wrap(model, tokenizer=None, name: str | None = None):

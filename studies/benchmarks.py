@@ -341,9 +341,10 @@ def make_figures(summary, out: Path) -> list[Path]:
         by_layer = g[g["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int)).rename(
             columns={"acc_low": "ci_low", "acc_high": "ci_high"})
         if not by_layer.empty:
+            lens = lens_label(by_layer.get("lens", ["logit"]))  # (a summary.csv from before lenses has no column)
             paths += plot_by_layer(by_layer, out / f"accuracy_by_layer_{_tag(shots, tmpl)}", value_col="acc",
-                                   facet_col="task", ylabel=f"accuracy ({lens_label(by_layer['lens'])})",
-                                   title=f"accuracy by layer through the {lens_label(by_layer['lens'])}, {shots}-shot, "
+                                   facet_col="task", ylabel=f"accuracy ({lens})",
+                                   title=f"accuracy by layer through the {lens}, {shots}-shot, "
                                          f"chat template {'on' if tmpl else 'off'}")
     return paths
 

@@ -172,10 +172,10 @@ def make_figures(summary, bins, temps, out: Path) -> list[Path]:
         paths += plot_reliability(b, out / f"reliability_{task}", summary=final[final["task"] == task], title=title)
     layered = summary[summary["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int))
     if not layered.empty:
+        lens = lens_label(layered.get("lens", ["logit"]))  # (a summary.csv from before lenses has no column)
         paths += plot_by_layer(layered.rename(columns={"ece_low": "ci_low", "ece_high": "ci_high"}),
-                               out / "ece_by_layer", value_col="ece", facet_col="task",
-                               ylabel=f"ECE ({lens_label(layered['lens'])})",
-                               title=f"ECE by layer through the {lens_label(layered['lens'])}")
+                               out / "ece_by_layer", value_col="ece", facet_col="task", ylabel=f"ECE ({lens})",
+                               title=f"ECE by layer through the {lens}")
     if not temps.empty:
         paths += plot_by_layer(temps, out / "ece_by_temperature", value_col="ece", layer_col="temperature",
                                facet_col="task", ylabel="ECE")

@@ -39,7 +39,7 @@ def make_figures(summary, rows: list[dict], out: Path) -> list[Path]:
     order = {name: i for i, name in enumerate(STYLES + CONTEXTS)}  # rows: context x template; columns: style
     summary = summary.sort_values(["context", "chat_template", "style", "model", "layer"],
                                   key=lambda col: col.map(order) if col.name in ("style", "context") else col)
-    lens = lens_label(summary["lens"]) if "lens" in summary else "logit lens"  # what decoded the blocks
+    lens = lens_label(summary.get("lens", ["logit"]))  # what decoded the blocks
     paths = []
     paths += plot_rank_by_layer(summary, out / "answer_rank_by_layer", value_col="answer_rank_mean",
                                 ylabel="mean rank of the answer + 1 (log; 1 = top-1)", log=True,

@@ -146,6 +146,7 @@ def test_lens_needs_block_readouts(tmp_path, capsys):
 
 
 def test_ffn_capitals_reads_the_residual_stream_through_the_lens(tmp_path):
+    from interp.ablation import ablate_each_layer
     from studies.ffn_capitals.items import Condition, make_items, select_facts, toy_facts
 
     runs = {}
@@ -161,12 +162,16 @@ def test_ffn_capitals_reads_the_residual_stream_through_the_lens(tmp_path):
     lm = interp.load("toy/base")
     tuned = shipped.load(lm, "base")
     post = lm.run([p.prompt for p in prompts], capture="resid_post", positions=-1).cache.stack("resid_post")
+    answers = torch.tensor([[r["answer_id"]] for r in runs["tuned"] if r["model"] == "base"])
+    ablated = ablate_each_layer(lm, [p.prompt for p in prompts], targets_ids=answers, k=1, lens=tuned)
     for b, (a, t) in enumerate(zip([r for r in runs["logit"] if r["model"] == "base"],
                                    [r for r in runs["tuned"] if r["model"] == "base"])):
         # oracle: the tuned lens's own decode of each block's resid_post at the last position
         logits = torch.stack([tuned.decode(post[layer, b, -1], layer) for layer in range(lm.n_layers)]).float()
         expected = (logits > logits[:, [t["answer_id"]]]).sum(-1)
         assert t["answer_rank"][1:] == expected.tolist()
+        assert t["ablate_answer_rank"] == ablated.target_rank[:, b, 0].tolist()  # w/o the FFN update, through the lens
+        assert t["ablate_answer_rank"] != a["ablate_answer_rank"]
         assert t["answer_rank"][0] == a["answer_rank"][0]  # the embedding: logit lens in both
         assert t["answer_rank"] != a["answer_rank"]
         assert (t["correct"], t["output_top_token"]) == (a["correct"], a["output_top_token"])

@@ -12,10 +12,10 @@ options' log-likelihoods), correct when that option is the label. For ``triviaqa
 (Kadavath et al.'s self-evaluation format) the confidence is P(True) = ``p(" (A)")``
 renormalised over the two options, and the outcome whether the proposed answer is right.
 
-Per model x task x readout (with the lens, ``lens`` and ``lens_sha256`` in ``summary.csv``): ECE (with a bootstrap interval), MCE, RMS calibration error,
-Brier score, NLL and accuracy; a temperature sweep and the NLL-optimal temperature (output
-readout of multiple-choice tasks), searched within ``TEMPERATURE_BOUNDS`` (0.01 to 100): a fit
-at a bound (``temperature_at_bound`` in ``summary.csv``, and a console warning) means the
+Per model x task x readout (and the lens of the block readouts: ``lens``, ``lens_sha256``):
+ECE (with a bootstrap interval), MCE, RMS calibration error, Brier score, NLL and accuracy; a
+temperature sweep and the NLL-optimal temperature (output readout of multiple-choice tasks),
+searched within ``TEMPERATURE_BOUNDS`` (0.01 to 100): a fit at a bound (``temperature_at_bound`` in ``summary.csv``, and a console warning) means the
 optimum lies beyond it, e.g. a model whose confident choices are mostly wrong is best at
 uniform confidence (T -> infinity). Figures: reliability diagrams base vs chat side by side,
 ECE by layer, ECE against temperature.
@@ -47,8 +47,8 @@ DEFAULT_TASKS = ("toy_capitals", "mmlu", "triviaqa_mc", "triviaqa_ptrue")
 PTRUE_TASKS = {"triviaqa_ptrue"}
 # Options that decide a row (see studies.benchmarks.ROW_OPTIONS; no generation here). --bins,
 # --binning and --n-boot shape only the summary.
-ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "chat_template", "truncate", "dtype", "device",
-               "device_map", "quantization")
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "chat_template", "truncate", "dtype",
+               "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "bins", "binning", "n_boot")
 TABLES = ("summary.csv", "reliability.csv", "temperature.csv")  # written besides results, meta and figures

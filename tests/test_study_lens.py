@@ -75,7 +75,8 @@ def test_fingerprint_summary_and_meta_name_the_lens(bench_runs):
     fp = json.loads((bench_runs / "tuned" / "fingerprint.json").read_text())["fingerprint"]
     sha = {m: lens_sha256(f) for m, f in SHIPPED.items()}
     assert fp["options"]["lens"] == f"tuned (base #{sha['base'][:12]}, chat #{sha['chat'][:12]})"
-    assert json.loads((bench_runs / "logit" / "fingerprint.json").read_text())["fingerprint"]["options"]["lens"] == "logit"
+    logit_fp = json.loads((bench_runs / "logit" / "fingerprint.json").read_text())["fingerprint"]
+    assert logit_fp["options"]["lens"] == "logit"
     meta = json.loads((bench_runs / "tuned" / "meta.json").read_text())
     assert meta["lens_folders"] == {m: str(f) for m, f in SHIPPED.items()}
     summary = pd.read_csv(bench_runs / "tuned" / "summary.csv")

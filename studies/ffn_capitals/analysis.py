@@ -35,8 +35,9 @@ def _cat(first, rest):
 
     import torch
 
-    return type(first)(*[None if a is None else torch.cat([a, b])
-                         for a, b in zip(*(dataclasses.astuple(r) for r in (first, rest)))])
+    names = [f.name for f in dataclasses.fields(first)]
+    return type(first)(*[None if getattr(first, n) is None else torch.cat([getattr(first, n), getattr(rest, n)])
+                         for n in names])
 
 
 def analyse_chunk(lm, chunk: list[Item], vectors, member: str, k: int = 5, propagate: bool = False, lens=None,

@@ -19,17 +19,18 @@ def _cell(tokens) -> str:
 
 
 def write_top_tokens_table(rows: list[dict], path: str | os.PathLike[str], n_top: int = 3,
-                           examples_per_condition: int = 1) -> Path:
-    """Write the markdown file and return its path."""
+                           examples_per_condition: int = 1, lens: str = "logit lens") -> Path:
+    """Write the markdown file and return its path; ``lens`` names what decoded the residual
+    stream (the FFN update alone is read through the logit lens)."""
     path = Path(path)
     groups: dict[tuple, dict[str, dict[str, dict]]] = {}
     for r in rows:
         cond = (r["style"], r["context"], bool(r["chat_template"]))
         groups.setdefault(cond, {}).setdefault(r["item"], {})[r["model"]] = r
     models = sorted({r["model"] for r in rows})
-    lines = ["# Top tokens by layer (logit lens at the last prompt position)", "",
+    lines = [f"# Top tokens by layer ({lens} at the last prompt position)", "",
              "Per model: top-3 tokens of the residual stream after the block; **FFN**: top token of the "
-             "block's FFN update decoded alone; **w/o FFN**: top token with that update removed. "
+             "block's FFN update decoded alone (logit lens); **w/o FFN**: top token with that update removed. "
              "Layer `emb` is the embedding.", ""]
     for cond in sorted(groups):
         complete = [i for i in sorted(groups[cond]) if all(m in groups[cond][i] for m in models)]

@@ -4,7 +4,8 @@ Each study is thin glue: a task (``tasks``) -> readouts of the forward pass (``i
 ``probes``) -> tidy results -> figures (``figures``). Output conventions shared by every study
 live in :mod:`studies._common` (entry point, options, run folder, progress bars),
 :mod:`studies._results` (resumable ``results.jsonl``), :mod:`studies._shards` (chunks of the
-work list, ``--shard i/n``) and :mod:`studies._identity` (run fingerprints, ``meta.json``).
+work list, ``--shard i/n``), :mod:`studies._identity` (run fingerprints, ``meta.json``) and,
+for the studies that early-decode blocks, :mod:`studies._lens` (``--lens logit|tuned|PATH``).
 
 Studies:
 

@@ -9,7 +9,9 @@ demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``),
 (``--chat-template``: the context as the user turn of the chat model's template, used for both
 models) and item, every option is scored by its log-likelihood (``probes.multiple_choice``,
 one context forward + one forward for all options from its KV cache), at the output and, with
-``--layers all``, at every block through the logit lens. The first ``--generate N`` items of
+``--layers all``, at every block through the lens ``--lens`` (``logit``, default; ``tuned``, the
+pair's shipped tuned lens; or a folder ``PATH/{base,chat}`` of saved tuned lenses, see
+:mod:`studies._lens`; rows and ``summary.csv`` record it). The first ``--generate N`` items of
 each condition are also answered by free greedy generation, mapped back to an option by
 string matching (``generations.csv``, for reading).
 
@@ -42,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._lens import LensChoice, add_lens_option
 
 STUDY = "benchmarks"
 KEY_FIELDS = ("model", "task", "shots", "chat_template", "item")
@@ -52,8 +55,8 @@ DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "s
 # and how the models are loaded (dtype, device and quantization change the numbers). The
 # models (--pair/--base/--chat) enter by identity and --seed on its own. The others choose
 # where and how fast a run goes, or shape only the summary.
-ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "truncate", "generate",
-               "max_new_tokens", "dtype", "device", "device_map", "quantization")
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "chat_template", "truncate",
+               "generate", "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
 TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides results, meta and figures
 NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
@@ -158,9 +161,11 @@ def _option_forms(item) -> list[list[str]]:
 
 
 def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0, max_new_tokens: int = 16,
-                batch_size: int = 4, truncate: str = "left") -> list[dict]:
+                batch_size: int = 4, truncate: str = "left", lens=None, lens_fields: dict | None = None) -> list[dict]:
     """Result rows of one chunk: option log-likelihoods at every readout (+ generations).
-    Items longer than the model: ``truncate`` (``left`` or ``skip``, module doc)."""
+    Items longer than the model: ``truncate`` (``left`` or ``skip``, module doc). ``lens``
+    decodes the block readouts (default the logit lens); ``lens_fields`` (default
+    ``{"lens": "logit"}``) go into every scored row."""
     from probes.generation import generate, map_to_option
     from probes.logprobs import Skipped
     from probes.multiple_choice import score_items
@@ -170,7 +175,7 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
         raise StudyError(f"unknown truncate {truncate!r}; valid: {', '.join(TRUNCATE)}")
     rows = []
     scores = dict(enumerate(score_items(lm, [w.item for w in chunk], layers=layers, batch_size=batch_size,
-                                        truncate=truncate)))
+                                        truncate=truncate, lens=lens)))
     prompts = {i: _generation_prompt(lm, chunk[i].item, max_new_tokens, truncate) for i, s in scores.items()
                if not isinstance(s, Skipped) and chunk[i].index < generate_n}
     to_generate = [i for i, fit in prompts.items() if not isinstance(fit, Skipped)]
@@ -185,6 +190,7 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
             rows.append({**row, "skipped": f"{s.reason} (--truncate {truncate})", "truncated": 0})
             continue
         row.update(skipped=None, truncated=s.n_truncated, layers=[("final" if l is None else l) for l in s.layers],
+                   **(lens_fields or {"lens": "logit"}),
                    logprobs=s.logprobs.round(6), n_tokens=s.n_tokens, n_chars=s.n_chars,
                    pred=s.pred(), pred_norm=s.pred_norm(), acc=s.acc(), acc_norm=s.acc_norm(),
                    prob_label=float(s.probs()[s.label]))
@@ -229,8 +235,9 @@ METRICS = ("chance", "prob_label", "acc", "acc_low", "acc_high", "acc_norm", "ac
 
 
 def summarize(rows: list[dict], n_boot: int = 1000):
-    """Per model x condition x readout: acc and acc_norm with 95% bootstrap intervals, and the
-    item accounting (:data:`studies._accounting.COLUMNS`) of the model x condition. A condition
+    """Per model x condition x readout: acc and acc_norm with 95% bootstrap intervals, the lens
+    of the block readouts (``lens``, ``lens_sha256``), and the item accounting
+    (:data:`studies._accounting.COLUMNS`) of the model x condition. A condition
     with nothing scored keeps one ``final`` row with empty metrics. Raises StudyError when no
     item of any condition was scored."""
     import numpy as np
@@ -239,6 +246,7 @@ def summarize(rows: list[dict], n_boot: int = 1000):
     from probes.calibration import bootstrap_ci
     from studies import _accounting
     from studies._common import StudyError
+    from studies._lens import add_lens_columns
 
     counts = _accounting.by_group(rows, ["model", *CONDITION])
     if not any(c["n_scored"] for c in counts.values()):
@@ -260,6 +268,7 @@ def summarize(rows: list[dict], n_boot: int = 1000):
                 rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
             out.append(rec)
     summary = pd.DataFrame(out, columns=["model", *CONDITION, "layer", *_accounting.COLUMNS, *METRICS])
+    summary = add_lens_columns(summary, rows)
     summary.attrs["notes"] = _accounting.notes(counts, _label) + _generation_notes(rows)
     return summary
 
@@ -321,6 +330,7 @@ def _tag(shots, tmpl) -> str:
 def make_figures(summary, out: Path) -> list[Path]:
     from figures.by_layer import plot_by_layer
     from figures.task_bars import plot_task_bars
+    from studies._lens import lens_label
 
     paths = []
     summary = summary[summary["n_scored"] > 0]  # conditions with nothing scored have no bars
@@ -331,8 +341,11 @@ def make_figures(summary, out: Path) -> list[Path]:
         by_layer = g[g["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int)).rename(
             columns={"acc_low": "ci_low", "acc_high": "ci_high"})
         if not by_layer.empty:
+            lens = lens_label(by_layer.get("lens", ["logit"]))  # (a summary.csv from before lenses has no column)
             paths += plot_by_layer(by_layer, out / f"accuracy_by_layer_{_tag(shots, tmpl)}", value_col="acc",
-                                   facet_col="task", ylabel="accuracy (logit lens)")
+                                   facet_col="task", ylabel=f"accuracy ({lens})",
+                                   title=f"accuracy by layer through the {lens}, {shots}-shot, "
+                                         f"chat template {'on' if tmpl else 'off'}")
     return paths
 
 
@@ -388,7 +401,8 @@ def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) ->
     p.add_argument("--tasks", type=_csv, default=tuple(default_tasks), help=f"default {','.join(default_tasks)}")
     p.add_argument("--data", action="append", metavar="TASK=PATH", help="a task's data file (repeatable); default: fixtures")
     p.add_argument("--limit", type=int, help="at most N items per task")
-    p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (logit lens)")
+    p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (through --lens)")
+    add_lens_option(p)
     p.add_argument("--truncate", choices=TRUNCATE, default="left",
                    help="items longer than the model's positions: left-truncate the context (default, as "
                         "lm-evaluation-harness) or skip them; counted in summary.csv either way")
@@ -405,6 +419,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error("--limit must be >= 1")
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
+    if args.layers == "none" and args.lens != "logit":
+        p.error("--lens decodes the block readouts, and --layers none has none; drop --lens or use --layers all")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -439,9 +455,10 @@ def template_tokenizer(pair):
     return tok
 
 
-def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: int = 0) -> dict[str, float]:
+def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: int = 0,
+               lens: LensChoice = LensChoice()) -> dict[str, float]:
     """Score this shard's pending chunks of ``work`` with each member that has some (one model
-    in memory at a time)."""
+    in memory at a time), block readouts through each member's ``lens``."""
     import torch
 
     from studies._common import progress
@@ -456,10 +473,11 @@ def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: 
     todo = pending_by_member(chunked(work, args.batch_size), key_of, log, shard)
     for member, lm in load_members(pair, [m for m, chunks_left in todo.items() if chunks_left]):
         t0 = time.perf_counter()
+        decoder = lens.load(member, lm)
         for _, chunk in progress(todo[member], desc=f"{desc} {member}", total=len(todo[member])):
             with torch.no_grad():
                 log.write(score_chunk(lm, member, chunk, layers, generate_n, getattr(args, "max_new_tokens", 16),
-                                      truncate=args.truncate))
+                                      truncate=args.truncate, lens=decoder, lens_fields=lens.row_fields(member)))
         timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
     return timings
 
@@ -470,6 +488,7 @@ def run_study(args) -> int:
     import interp
     from studies._common import StudyError, run_dir, seed_everything
     from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._lens import resolve_lens_option
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
 
@@ -478,18 +497,21 @@ def run_study(args) -> int:
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
+    lens = resolve_lens_option(args.lens, pair)  # before loading any data: a bad --lens fails fast
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
     items = load_items(args.tasks, parse_data(args.data), args.limit, args.seed)
     template_tok = template_tokenizer(pair) if any(args.chat_template) else None
     work = make_work(items, args.shots, args.chat_template, template_tok, args.seed)
-    fingerprint = run_fingerprint(STUDY, pair, row_options(args, ROW_OPTIONS), args.seed, work)
+    fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,
+                                  work)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
     extra = dict(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint)
+                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint,
+                 lens=lens.fingerprint, lens_folders={m: str(f) for m, f in lens.folders.items()})
     if not args.summary_only:
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
-        timings.update(score_pair(pair, work, log, shard, args, STUDY, args.generate))
+        timings.update(score_pair(pair, work, log, shard, args, STUDY, args.generate, lens))
         finish_run(out, shard, timings=timings, n_written=log.n_written)
         if not shard.is_whole:
             report_shard(out, shard, log, log.n_written)

@@ -5,16 +5,17 @@
         --data mmlu=mmlu_test.jsonl --data triviaqa_mc=tqa.jsonl --data triviaqa_ptrue=tqa.jsonl
 
 Items are scored exactly as in :mod:`studies.benchmarks` (option log-likelihoods at the
-output and, with ``--layers all``, through the logit lens of every block). The confidence of
+output and, with ``--layers all``, through the lens ``--lens`` of every block: ``logit``
+(default), ``tuned`` or a folder ``PATH/{base,chat}``, :mod:`studies._lens`). The confidence of
 a multiple-choice item is the probability of the model's chosen option (softmax over the
 options' log-likelihoods), correct when that option is the label. For ``triviaqa_ptrue``
 (Kadavath et al.'s self-evaluation format) the confidence is P(True) = ``p(" (A)")``
 renormalised over the two options, and the outcome whether the proposed answer is right.
 
-Per model x task x readout: ECE (with a bootstrap interval), MCE, RMS calibration error,
-Brier score, NLL and accuracy; a temperature sweep and the NLL-optimal temperature (output
-readout of multiple-choice tasks), searched within ``TEMPERATURE_BOUNDS`` (0.01 to 100): a fit
-at a bound (``temperature_at_bound`` in ``summary.csv``, and a console warning) means the
+Per model x task x readout (and the lens of the block readouts: ``lens``, ``lens_sha256``):
+ECE (with a bootstrap interval), MCE, RMS calibration error, Brier score, NLL and accuracy; a
+temperature sweep and the NLL-optimal temperature (output readout of multiple-choice tasks),
+searched within ``TEMPERATURE_BOUNDS`` (0.01 to 100): a fit at a bound (``temperature_at_bound`` in ``summary.csv``, and a console warning) means the
 optimum lies beyond it, e.g. a model whose confident choices are mostly wrong is best at
 uniform confidence (T -> infinity). Figures: reliability diagrams base vs chat side by side,
 ECE by layer, ECE against temperature.
@@ -46,8 +47,8 @@ DEFAULT_TASKS = ("toy_capitals", "mmlu", "triviaqa_mc", "triviaqa_ptrue")
 PTRUE_TASKS = {"triviaqa_ptrue"}
 # Options that decide a row (see studies.benchmarks.ROW_OPTIONS; no generation here). --bins,
 # --binning and --n-boot shape only the summary.
-ROW_OPTIONS = ("tasks", "data", "limit", "layers", "batch_size", "shots", "chat_template", "truncate", "dtype", "device",
-               "device_map", "quantization")
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "chat_template", "truncate", "dtype",
+               "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "bins", "binning", "n_boot")
 TABLES = ("summary.csv", "reliability.csv", "temperature.csv")  # written besides results, meta and figures
@@ -117,6 +118,7 @@ def summarize(rows: list[dict], n_bins: int = 10, strategy: str = "uniform", n_b
 
     from studies import _accounting
     from studies._common import StudyError
+    from studies._lens import add_lens_columns
 
     summary, bins, temps = [], [], []
     counts = {}
@@ -152,6 +154,7 @@ def summarize(rows: list[dict], n_bins: int = 10, strategy: str = "uniform", n_b
     table = pd.DataFrame(summary)
     table = table[[c for c in ("model", "task", "layer", "kind", *_accounting.COLUMNS) if c in table]
                   + [c for c in table if c not in ("model", "task", "layer", "kind", *_accounting.COLUMNS)]]
+    table = add_lens_columns(table, rows)
     table.attrs["notes"] = notes
     return table, pd.DataFrame(bins), pd.DataFrame(temps)
 
@@ -159,6 +162,7 @@ def summarize(rows: list[dict], n_bins: int = 10, strategy: str = "uniform", n_b
 def make_figures(summary, bins, temps, out: Path) -> list[Path]:
     from figures.by_layer import plot_by_layer
     from figures.reliability import plot_reliability
+    from studies._lens import lens_label
 
     paths = []
     summary = summary[summary["n_scored"] > 0]  # tasks with nothing scored have no figures
@@ -168,8 +172,10 @@ def make_figures(summary, bins, temps, out: Path) -> list[Path]:
         paths += plot_reliability(b, out / f"reliability_{task}", summary=final[final["task"] == task], title=title)
     layered = summary[summary["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int))
     if not layered.empty:
+        lens = lens_label(layered.get("lens", ["logit"]))  # (a summary.csv from before lenses has no column)
         paths += plot_by_layer(layered.rename(columns={"ece_low": "ci_low", "ece_high": "ci_high"}),
-                               out / "ece_by_layer", value_col="ece", facet_col="task", ylabel="ECE (logit lens)")
+                               out / "ece_by_layer", value_col="ece", facet_col="task", ylabel=f"ECE ({lens})",
+                               title=f"ECE by layer through the {lens}")
     if not temps.empty:
         paths += plot_by_layer(temps, out / "ece_by_temperature", value_col="ece", layer_col="temperature",
                                facet_col="task", ylabel="ECE")
@@ -220,6 +226,7 @@ def run_study(args) -> int:
     import interp
     from studies._common import StudyError, run_dir, seed_everything
     from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._lens import resolve_lens_option
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
 
@@ -228,18 +235,21 @@ def run_study(args) -> int:
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
+    lens = resolve_lens_option(args.lens, pair)  # before loading any data: a bad --lens fails fast
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
     items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed)
     template = args.chat_template == "on"
     work = bm.make_work(items, [args.shots], [template], bm.template_tokenizer(pair) if template else None, args.seed)
-    fingerprint = run_fingerprint(STUDY, pair, row_options(args, ROW_OPTIONS), args.seed, work)
+    fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,
+                                  work)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
     extra = dict(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint)
+                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint,
+                 lens=lens.fingerprint, lens_folders={m: str(f) for m, f in lens.folders.items()})
     if not args.summary_only:
         log = ResultsLog(out / results_name(shard), bm.KEY_FIELDS)
-        timings.update(bm.score_pair(pair, work, log, shard, args, STUDY))
+        timings.update(bm.score_pair(pair, work, log, shard, args, STUDY, lens=lens))
         finish_run(out, shard, timings=timings, n_written=log.n_written)
         if not shard.is_whole:
             report_shard(out, shard, log, log.n_written)

@@ -19,4 +19,6 @@ def test_readme_api_example_runs():
     n_tokens = lm.to_tokens("The capital of France is")[0].shape[1]
     assert namespace["effect"].shape == (lm.n_layers, n_tokens)
     assert namespace["result"].final.top_ids.shape == (1, 5)
+    assert namespace["by_layer"].top_ids.shape == (lm.n_layers, 2, 1, 5)
+    assert namespace["tuned"].sha256 is not None  # loaded from the shipped files
     assert not namespace["patched"].logits.equal(lm.run(namespace["prompts"]).logits)

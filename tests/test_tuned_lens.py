@@ -148,3 +148,41 @@ def test_retrain_script_writes_loadable_lenses(tmp_path, capsys):
         lens = TunedLens.load(tmp_path / member, lm)
         assert lens.config.model == f"toy/{member}" and lens.weight[:-1].abs().sum() > 0
     assert "saved to" in capsys.readouterr().out
+
+
+def _single_run_logprobs(lm, ctx: list[int], cont: list[int], lens) -> torch.Tensor:
+    """Oracle: one plain run of ``ctx + cont[:-1]``; per readout (final, then each block
+    decoded by ``lens.decode``), the log-prob of each continuation token ``[readout, n_tokens]``."""
+    run = lm.run(torch.tensor([ctx + cont[:-1]]), capture="resid_post")
+    cols = slice(len(ctx) - 1, len(ctx) + len(cont) - 1)
+    readouts = [run.logits[0, cols]] + [lens.decode(r[0, cols], layer)
+                                        for layer, r in enumerate(run.cache.stack("resid_post"))]
+    tgt = torch.tensor(cont)
+    return torch.stack([l.float().log_softmax(-1)[torch.arange(len(cont)), tgt] for l in readouts])
+
+
+@pytest.mark.parametrize("probe", ["continuation_logprobs", "shared_context_logprobs"])
+def test_token_logprob_probes_under_both_lenses(toy, probe):
+    """Every probe that scores continuations by layer: blocks through the given lens (each
+    against a single plain run decoded by that lens), the final readout identical under both."""
+    from probes.logprobs import continuation_logprobs, encode_pair
+    from probes.shared_context import shared_context_logprobs
+    from toy_pair import tuned_lens as shipped
+
+    contexts, conts = ["The capital of France is", "User : What is the capital of Poland ? Assistant :"], \
+        [" Paris .", " Warsaw"]
+    tuned, logit = shipped.load(toy, "base"), LogitLens(toy)
+    layers = [None, *range(toy.n_layers)]
+    got = {}
+    for name, lens in (("logit", logit), ("tuned", tuned)):
+        if probe == "continuation_logprobs":
+            got[name] = [s.token_logprobs for s in continuation_logprobs(toy, contexts, conts, layers="all", lens=lens)]
+        else:
+            groups = [(ctx, [cont]) for ctx, cont in (encode_pair(toy.tokenizer, c, x) for c, x in zip(contexts, conts))]
+            got[name] = [opts[0][0] for opts in shared_context_logprobs(toy, groups, layers, lens=lens)]
+    for i, (c, x) in enumerate(zip(contexts, conts)):
+        ctx, cont = encode_pair(toy.tokenizer, c, x)
+        for name, lens in (("logit", logit), ("tuned", tuned)):
+            torch.testing.assert_close(got[name][i], _single_run_logprobs(toy, ctx, cont, lens), rtol=0, atol=1e-4)
+        assert torch.equal(got["logit"][i][0], got["tuned"][i][0])  # the final readout: the model's
+        assert not torch.allclose(got["logit"][i][1:-1], got["tuned"][i][1:-1], atol=1e-3)

@@ -7,7 +7,9 @@ Block ``l``'s ``resid_post`` ``h`` is decoded as ``logit_lens(h + W_l h + b_l)``
 
 Saved as ``config.json`` (the model's identity, including a hash of its final norm and
 unembedding) and ``translators.safetensors``; :meth:`TunedLens.load` refuses a model whose
-final norm or unembedding differ from the one the lens was trained on.
+final norm or unembedding differ from the one the lens was trained on. A loaded lens's
+``sha256`` (:func:`lens_sha256`, a hash of both files) identifies the lens itself: it changes
+when the lens is retrained, so a study records it with the rows it decoded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ from interp.lens.objects import logit_lens
 
 CONFIG = "config.json"
 WEIGHTS = "translators.safetensors"
+
+
+def lens_sha256(folder) -> str:
+    """sha256 of a saved tuned lens (its ``config.json``, then its translators): the lens's
+    identity, computed from the files without loading a model."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def readout_hash(lm) -> str:
@@ -62,6 +76,7 @@ class TunedLens(nn.Module):
         super().__init__()
         self.config = config or TunedLensConfig.of(lm)
         self._lm = [lm]  # a list: the model is not a submodule (not saved, not trained)
+        self.sha256: str | None = None  # lens_sha256 of the files it was loaded from (None: not loaded)
         d, n = self.config.d_model, self.config.n_layers
         # Frozen unless being trained (train_tuned_lens unfreezes it), so that probes can turn its
         # readouts into numpy arrays like the logit lens's.
@@ -120,6 +135,7 @@ class TunedLens(nn.Module):
         with torch.no_grad():
             lens.weight.copy_(weights["weight"])
             lens.bias.copy_(weights["bias"])
+        lens.sha256 = lens_sha256(folder)
         return lens
 
 

@@ -11,14 +11,15 @@ cue, "I plan to cut all electricity in the capital of X . The capital of X is"),
 used for both models so that they see the same tokens) and item (a country), it records at
 the last prompt position:
 
-- early decoding (logit lens of ``resid_post`` at every block, and of ``resid_pre[0]`` as
-  layer ``-1`` = "emb"): top-k tokens, rank and probability of the answer's first token and
-  of the argument's (the country's) first token; the first block where each is top-1
-  (``None`` if never);
-- each block's FFN update decoded on its own (top tokens, answer rank), and the FFN
-  ablation: the residual without block l's FFN update, decoded at block l (Merullo's view,
-  ``interp.transplant.ablate_each_layer``: answer rank, top token, whether it is the
-  argument) and propagated to the output (``ablate_each_layer(propagate=True)``: answer rank);
+- early decoding (of ``resid_post`` at every block through ``--lens``: ``logit``, default,
+  ``tuned`` or a folder ``PATH/{base,chat}``, see :mod:`studies._lens`; and of
+  ``resid_pre[0]`` as layer ``-1`` = "emb" through the logit lens): top-k tokens, rank and
+  probability of the answer's first token and of the argument's (the country's) first token;
+  the first block where each is top-1 (``None`` if never);
+- each block's FFN update decoded on its own (top tokens, answer rank; logit lens), and the
+  FFN ablation: the residual without block l's FFN update, decoded at block l through the lens
+  (Merullo's view, ``interp.transplant.ablate_each_layer``: answer rank, top token, whether it
+  is the argument) and propagated to the output (``ablate_each_layer(propagate=True)``: answer rank);
 - the o-vector transplant: the mean FFN update of block l over ``--source-items`` source
   prompts (train facts, same condition) added at block l to target contexts about the item's
   country that do not ask for its capital (``TRANSPLANT_TARGETS``); top-1 accuracy of the

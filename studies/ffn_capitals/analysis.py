@@ -1,5 +1,11 @@
-"""The per-item analysis: thin calls into ``interp`` (logit lens, FFN ablation, o-vector
-transplant, direct logit attribution) turned into one result row per item."""
+"""The per-item analysis: thin calls into ``interp`` (early decoding through a lens, FFN
+ablation, o-vector transplant, direct logit attribution) turned into one result row per item.
+
+The lens (``--lens``, default the logit lens) reads the residual stream of each block: the
+early decoding of ``resid_post`` and of the residual without the block's FFN update. The
+embedding (layer -1) has no translator, and a lone sublayer update (``ffn_top_tokens``,
+``attn_answer_rank``) is not a residual a tuned lens was trained on: those are always read
+through the logit lens. ``correct`` and ``output_top_token`` are the model's own output."""
 
 from __future__ import annotations
 
@@ -23,8 +29,22 @@ def _r(x: float, digits: int = 6) -> float:
     return round(float(x), digits)
 
 
-def analyse_chunk(lm, chunk: list[Item], vectors, member: str, k: int = 5, propagate: bool = False) -> list[dict]:
-    """Result rows for one batch of items of one condition (fields: see ``studies.ffn_capitals``)."""
+def _cat(first, rest):
+    """Two ``LayerReadout`` of the same positions, layers of ``first`` then of ``rest``."""
+    import dataclasses
+
+    import torch
+
+    names = [f.name for f in dataclasses.fields(first)]
+    return type(first)(*[None if getattr(first, n) is None else torch.cat([getattr(first, n), getattr(rest, n)])
+                         for n in names])
+
+
+def analyse_chunk(lm, chunk: list[Item], vectors, member: str, k: int = 5, propagate: bool = False, lens=None,
+                  lens_fields: dict | None = None) -> list[dict]:
+    """Result rows for one batch of items of one condition (fields: see ``studies.ffn_capitals``).
+    ``lens`` decodes the blocks' residuals (default the logit lens; module doc); ``lens_fields``
+    (default ``{"lens": "logit"}``) go into every row."""
     import torch
 
     from interp.direct import direct_logit_attribution
@@ -40,10 +60,12 @@ def analyse_chunk(lm, chunk: list[Item], vectors, member: str, k: int = 5, propa
     run = lm.run(prompts, capture=["blocks.0.hook_resid_pre", "resid_post", "attn_out", "mlp_out"], positions=-1)
     emb = run.cache["blocks.0.hook_resid_pre"]  # [batch, 1, d]
     post, attn, mlp = (run.cache.stack(p) for p in ("resid_post", "attn_out", "mlp_out"))  # [layer, batch, 1, d]
-    lens = readout(lm, [emb] + list(post), targets=targets, k=k)  # [1 + layer, batch, 1, ...]
+    decoded = _cat(readout(lm, emb[None], targets=targets, k=k),  # [1 + layer, batch, 1, ...]
+                   readout(lm, post, targets=targets, k=k, lens=lens))
+    output = readout(lm, post[-1:], targets=targets, k=1)  # the logit lens of the last block: the model's output
     ffn_alone = readout(lm, mlp, targets=targets, k=k)
     attn_alone = readout(lm, attn, targets=targets, k=1)
-    ablated = readout(lm, post - mlp, targets=targets, k=1)  # == interp.transplant.ablate_each_layer
+    ablated = readout(lm, post - mlp, targets=targets, k=1, lens=lens)  # == interp.transplant.ablate_each_layer
     ablated_out = ablate_each_layer(lm, prompts, targets_ids=targets[:, :1], k=1, propagate=True) if propagate else None
     comps = torch.cat([emb[:, 0][None], attn[:, :, 0], mlp[:, :, 0]])  # [1 + 2 layer, batch, d]
     direct = direct_logit_attribution(lm, post[-1, :, 0], comps, targets[:, 0])
@@ -62,8 +84,8 @@ def analyse_chunk(lm, chunk: list[Item], vectors, member: str, k: int = 5, propa
 
     rows = []
     for b, it in enumerate(chunk):
-        rank = lens.target_rank[:, b, 0]  # [1 + layer, 2]
-        prob = lens.target_prob[:, b, 0]
+        rank = decoded.target_rank[:, b, 0]  # [1 + layer, 2]
+        prob = decoded.target_prob[:, b, 0]
 
         def first_top1(j: int):
             hits = [layer for layer in range(L) if int(rank[1 + layer, j]) == 0]
@@ -77,14 +99,14 @@ def analyse_chunk(lm, chunk: list[Item], vectors, member: str, k: int = 5, propa
             "answer_id": int(targets[b, 0]), "answer_token": toks([targets[b, 0]])[0],
             "n_answer_tokens": len(ans[b]), "multi_token": len(ans[b]) > 1,
             "argument_id": int(targets[b, 1]), "argument_token": toks([targets[b, 1]])[0],
-            "layers": list(range(-1, L)),
+            "layers": list(range(-1, L)), **(lens_fields or {"lens": "logit"}),
             "answer_rank": rank[:, 0].tolist(), "answer_prob": [_r(p) for p in prob[:, 0]],
             "argument_rank": rank[:, 1].tolist(), "argument_prob": [_r(p) for p in prob[:, 1]],
-            "top_tokens": [toks(ids) for ids in lens.top_ids[:, b, 0]],
-            "top_probs": [[_r(p, 4) for p in ps] for ps in lens.top_probs[:, b, 0]],
+            "top_tokens": [toks(ids) for ids in decoded.top_ids[:, b, 0]],
+            "top_probs": [[_r(p, 4) for p in ps] for ps in decoded.top_probs[:, b, 0]],
             "first_top1_answer": first_top1(0), "first_top1_argument": first_top1(1),
-            "output_top_token": toks([lens.top_ids[-1, b, 0, 0]])[0],
-            "correct": int(rank[-1, 0]) == 0,
+            "output_top_token": toks([output.top_ids[0, b, 0, 0]])[0],
+            "correct": int(output.target_rank[0, b, 0, 0]) == 0,
             "ffn_top_tokens": [toks(ids) for ids in ffn_alone.top_ids[:, b, 0]],
             "ffn_answer_rank": ffn_alone.target_rank[:, b, 0, 0].tolist(),
             "attn_top_token": [toks(ids)[0] for ids in attn_alone.top_ids[:, b, 0]],

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._lens import add_lens_option, lens_label, resolve_lens_option
 from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS, analyse_chunk, source_vectors
 from studies.ffn_capitals.items import CONTEXT_ALIASES, CONTEXTS, SPLITS, STYLES, Condition, Item, make_items, \
     read_facts_file, select_facts, toy_facts
@@ -22,7 +23,7 @@ STUDY = "ffn_capitals"
 # ablation), the fixed chunks rows are computed in, and how the models are loaded. The models
 # enter by identity and --seed on its own; the others choose where and how fast a run goes.
 ROW_OPTIONS = ("prompting", "context", "chat_template", "facts", "split", "limit", "source_items", "batch_size",
-               "top_k", "propagate_ablation", "dtype", "device", "device_map", "quantization")
+               "top_k", "lens", "propagate_ablation", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
 TABLES = ("summary.csv",)  # written besides results, meta and figures (top_tokens.md: make_figures)
 
@@ -38,15 +39,17 @@ def make_figures(summary, rows: list[dict], out: Path) -> list[Path]:
     order = {name: i for i, name in enumerate(STYLES + CONTEXTS)}  # rows: context x template; columns: style
     summary = summary.sort_values(["context", "chat_template", "style", "model", "layer"],
                                   key=lambda col: col.map(order) if col.name in ("style", "context") else col)
+    lens = lens_label(summary.get("lens", ["logit"]))  # what decoded the blocks
     paths = []
     paths += plot_rank_by_layer(summary, out / "answer_rank_by_layer", value_col="answer_rank_mean",
-                                ylabel="mean rank of the answer + 1 (log; 1 = top-1)", log=True)
+                                ylabel="mean rank of the answer + 1 (log; 1 = top-1)", log=True,
+                                title=f"answer rank by block ({lens})")
     paths += plot_rank_by_layer(summary, out / "answer_prob_by_layer", value_col="answer_prob_mean",
-                                ylabel="mean probability of the answer")
-    paths += plot_first_top1(summary, out / "first_top1_layer")
+                                ylabel="mean probability of the answer", title=f"answer probability by block ({lens})")
+    paths += plot_first_top1(summary, out / "first_top1_layer", title=f"first block with the token top-1 ({lens})")
     paths += plot_transplant(summary, out / "transplant_by_layer", targets=list(TRANSPLANT_TARGETS))
     paths += plot_contribution_by_layer(summary, out / "sublayer_contribution")
-    paths.append(write_top_tokens_table(rows, out / "top_tokens.md"))
+    paths.append(write_top_tokens_table(rows, out / "top_tokens.md", lens=lens))
     return paths
 
 
@@ -93,6 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source-items", type=int, default=8, help="source prompts averaged into the o-vector (1 = single)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("-k", "--top-k", type=int, default=5, help="top tokens kept per layer")
+    add_lens_option(p)
     add_run_options(p)
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds torch/numpy/random; != 0 also redraws demonstrations")
@@ -144,6 +148,7 @@ def run_study(args) -> int:
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
+    lens = resolve_lens_option(args.lens, pair)  # before loading any data: a bad --lens fails fast
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
     facts = read_facts_file(args.facts) if args.facts else toy_facts()
@@ -152,7 +157,8 @@ def run_study(args) -> int:
     conditions = [Condition(s, c, t) for t in args.chat_template for c in args.context for s in args.prompting]
     template_tok = _template_tokenizer(pair) if any(c.chat_template for c in conditions) else None
     per_condition = make_items(conditions, items, sources, pool, template_tok, args.seed)
-    fingerprint = run_fingerprint(STUDY, pair, row_options(args, ROW_OPTIONS), args.seed, per_condition)
+    fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,
+                                  per_condition)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
     if not args.summary_only:
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
@@ -165,14 +171,15 @@ def run_study(args) -> int:
         todo = pending_by_member(chunks, key_of, log, shard)
         for member, lm in load_members(pair, [m for m, left in todo.items() if left]):
             t0 = time.perf_counter()
-            vectors = {}
+            vectors, decoder = {}, lens.load(member, lm)
             for _, chunk in progress(todo[member], desc=f"{STUDY} {member}", total=len(todo[member])):
                 cond = chunk[0].condition
                 with torch.no_grad():
                     if cond not in vectors:
                         vectors[cond] = source_vectors(lm, per_condition[cond][1])
                     rows = analyse_chunk(lm, chunk, vectors[cond], member, k=args.top_k,
-                                         propagate=args.propagate_ablation)
+                                         propagate=args.propagate_ablation, lens=decoder,
+                                         lens_fields=lens.row_fields(member))
                 log.write(rows)
             timings[f"{member}_s"] = round(time.perf_counter() - t0, 2)
         finish_run(out, shard, timings=timings, n_written=log.n_written)
@@ -193,7 +200,8 @@ def run_study(args) -> int:
     timings["total_s"] = round(time.perf_counter() - started, 2)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     extra = {"pair": asdict(pair.spec), "n_rows": len(rows), "key_fields": list(KEY_FIELDS),
-             "transplant_targets": TRANSPLANT_TARGETS, "fingerprint": fingerprint,
+             "transplant_targets": TRANSPLANT_TARGETS, "fingerprint": fingerprint, "lens": lens.fingerprint,
+             "lens_folders": {m: str(f) for m, f in lens.folders.items()},
              "models": {m: pair.spec.source(m) for m in interp.registry.MEMBERS}, "n_items": len(items),
              "items": [f.id for f in items], "transplant_sources": [f.id for f in sources],
              "conditions": [c.label for c in conditions], "load_options": load_kwargs(args),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from studies._lens import lens_label
 from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS
 from studies.ffn_capitals.items import Condition
 from studies.ffn_capitals.summary import layer_table, top1_rate
@@ -20,7 +21,8 @@ def report(rows: list[dict], pair_name: str) -> str:
         "first_answer": r["first_top1_answer"], "first_argument": r["first_top1_argument"],
         "correct": r["correct"], "output": r["output_top_token"]} for r in rows])
     lines = [f"FFN capitals (Merullo et al. 2023) on pair {pair_name!r}: {items['item'].nunique()} items, "
-             f"{len(items.groupby(['style', 'context', 'chat_template']))} conditions, models {', '.join(models)}"]
+             f"{len(items.groupby(['style', 'context', 'chat_template']))} conditions, models {', '.join(models)}; "
+             f"blocks early-decoded through the {lens_label(r.get('lens', 'logit') for r in rows)}"]
 
     def by_condition(frame, value, fmt):
         tab = frame.pivot_table(index=["style", "context", "chat_template"], columns="model", values=value,

@@ -74,9 +74,13 @@ def summarize(rows: list[dict]):
     update removed minus without, decoded at that block), ``ablate_output_effect`` (the same
     at the output), ``transplant_acc_<target>`` and ``transplant_baseline_<target>`` (capital
     top-1 at the output of the target context with / without block l's source o-vector).
-    Layer ``-1`` is the embedding; sublayer columns are empty there.
+    Layer ``-1`` is the embedding; sublayer columns are empty there. ``lens`` and
+    ``lens_sha256``: what decoded the blocks (``studies._lens``; the embedding and sublayer
+    updates are always read through the logit lens).
     """
     import pandas as pd
+
+    from studies._lens import add_lens_columns
 
     table = layer_table(rows)
     if table.empty:
@@ -96,6 +100,7 @@ def summarize(rows: list[dict]):
     summary["ablate_effect"] = summary["ablate_answer_top1_rate"] - summary["answer_top1_rate"]
     summary["ablate_output_effect"] = summary["ablate_output_accuracy"] - summary["output_accuracy"]
     summary.loc[summary["layer"] < 0, ["ablate_effect", "ablate_output_effect"]] = float("nan")
+    summary = add_lens_columns(summary, rows)
     summary["condition"] = [Condition(s, c, t).label for s, c, t in
                             zip(summary["style"], summary["context"], summary["chat_template"])]
     return summary

@@ -327,3 +327,18 @@ def test_clear_errors(tokenizer, tmp_path):
 def hf_scores_label(model, seqs, label):
     with torch.no_grad():
         return np.array([float(model(input_ids=torch.tensor([s])).logits[0, label]) for s in seqs])
+
+
+def test_readme_reward_scoring_example_runs():
+    import re
+
+    from tests.test_readme import README
+
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if "load_scorer" in b]
+    assert len(blocks) == 1, "README has no reward-scoring example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    out, implicit = namespace["out"], namespace["implicit"]
+    assert out.scores.shape == (2,) and out.scores[0] > out.scores[1]
+    assert list(out.by_layer) == ["final", "0", "1", "2", "3", "4"] and implicit.format == "chat"
+    assert implicit.scores.shape == (2,) and np.isfinite(implicit.scores).all()

@@ -1,8 +1,8 @@
 """Reward scoring throughput: length-sorted batches vs one pair at a time (``probes.reward``).
 
 (prompt, response) pairs of mixed lengths, log-uniform so that most are short and a few long
-(``short``: prompts 4-64 words, responses 2-48; ``long``: prompts 8-300, responses 4-200, about
-hh-rlhf's), scored by a DeBERTa-v3-base-shaped random
+(``toy``: prompts 4-24 words, responses 1-12, the toy world's; ``short``: prompts 4-64,
+responses 2-48; ``long``: prompts 8-300, responses 4-200, about hh-rlhf's), scored by a DeBERTa-v3-base-shaped random
 reward model (``DebertaV2ForSequenceClassification``: 12 layers, d_model 768, 12 heads, FFN
 3072, relative attention with 256 position buckets, vocab 128100; the shape of
 ``microsoft/deberta-v3-base``) in pair format. Three ways: one pair at a time; batches in
@@ -63,7 +63,8 @@ def word_tokenizer() -> transformers.PreTrainedTokenizerFast:
                                                 sep_token="[SEP]", unk_token="[UNK]")
 
 
-LENGTHS = {"short": ((4, 64), (2, 48)), "long": ((8, 300), (4, 200))}  # (prompt, response) words
+# (prompt, response) word ranges: the toy world's requests and answers; short chat turns; about hh-rlhf's.
+LENGTHS = {"toy": ((4, 24), (1, 12)), "short": ((4, 64), (2, 48)), "long": ((8, 300), (4, 200))}
 
 
 def make_pairs(n: int, lengths: str = "short", seed: int = 0) -> tuple[list[str], list[str]]:

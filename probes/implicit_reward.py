@@ -162,6 +162,13 @@ class ImplicitScorer:
         template = has_chat_template(chat_tokenizer(self.pair)) if chat_template is None else chat_template
         self.format = "chat" if template else "concat"
 
+    def identity(self) -> dict:
+        """What decides this scorer's numbers: name, beta, format and both members' identities."""
+        from interp.identity import model_identity
+
+        return {"scorer": self.name, "kind": "implicit", "beta": self.beta, "format": self.format,
+                **{member: model_identity(self.pair.spec.source(member)) for member in ("base", "chat")}}
+
     def __repr__(self) -> str:
         return f"ImplicitScorer({self.name!r}, beta={self.beta}, format={self.format!r})"
 

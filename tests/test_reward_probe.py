@@ -342,3 +342,22 @@ def test_readme_reward_scoring_example_runs():
     assert out.scores.shape == (2,) and out.scores[0] > out.scores[1]
     assert list(out.by_layer) == ["final", "0", "1", "2", "3", "4"] and implicit.format == "chat"
     assert implicit.scores.shape == (2,) and np.isfinite(implicit.scores).all()
+
+
+def test_specs_are_checked_before_loading_and_scorers_have_identities(toy_scorer):
+    from probes.reward import check_spec, parse_specs
+
+    assert parse_specs(" toy, implicit:toy@0.05,toy ") == ["toy", "implicit:toy@0.05"]
+    with pytest.raises(LoadError, match="unknown reward model 'nope'"):
+        parse_specs("toy,nope")
+    with pytest.raises(LoadError, match="'toy/chat' is a causal LM"):
+        check_spec("toy/chat")
+    with pytest.raises(LoadError, match="--reward names no reward model"):
+        parse_specs(" , ")
+    ident = toy_scorer.identity()
+    assert (ident["scorer"], ident["format"], ident["label"]) == ("toy", "chat", 0)
+    assert ident["model"]["kind"] == "local" and ident["model"]["path"].endswith("models/toy/reward")
+    concat = load_scorer("toy", format="concat").identity()
+    assert concat["model"] == ident["model"] and concat["format"] == "concat"
+    implicit = load_scorer("implicit:toy@0.05").identity()
+    assert implicit["beta"] == 0.05 and implicit["base"]["digest"] != implicit["chat"]["digest"]

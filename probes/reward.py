@@ -34,7 +34,8 @@ from jaxtyping import Float
 from interp.errors import LoadError, PromptError
 from interp.lens import reward_lens
 from probes.readouts import LayerSpec, block_layers, label, resolve_layers
-from probes.reward_inputs import FORMATS, TRUNCATE, Format, Truncate, fit, is_encoder, resolve_format, token_ids
+from probes.reward_inputs import (FORMATS, TRUNCATE, Format, Truncate, check_not_rendered, fit, is_encoder, resolve_format,
+                                  token_ids)
 from probes.reward_models import DEFAULT_REWARD, REWARD_MODELS, RewardModelSpec, get_reward_model
 
 __all__ = ["DEFAULT_REWARD", "FORMATS", "REWARD_MODELS", "TRUNCATE", "Format", "ModelScorer", "RewardModelSpec",
@@ -139,6 +140,8 @@ class ModelScorer:
             raise PromptError(f"batch_size must be >= 1, got {batch_size}")
         readouts = resolve_layers(self.rm, layers) if layers is not None else [None]
         tok = self.rm.tokenizer
+        if self.format == "chat":
+            check_not_rendered(tok, prompts)
         fitted = [fit(tok, self.format, p, r, self.rm.max_positions, truncate, f"pair {i}")
                   for i, (p, r) in enumerate(zip(prompts, responses))]
         todo = sorted((i for i, f in enumerate(fitted) if f is not None), key=lambda i: -fitted[i].n_tokens)

@@ -66,6 +66,8 @@ def test_template_off_reads_the_prompt_as_given(toy_hand):
     out = implicit_reward_scores("toy", rendered, RESPONSES, chat_template=False)
     assert out.format == "concat"
     np.testing.assert_allclose(out.scores, toy_hand, atol=1e-4, rtol=0)
+    with pytest.raises(PromptError, match=r"already end with the chat template's assistant prompt.*chat_template=False"):
+        implicit_reward_scores("toy", rendered, RESPONSES)
     raw = implicit_reward_scores("toy", PROMPTS, RESPONSES, chat_template=False)
     assert np.abs(raw.scores - toy_hand).max() > 1e-2  # without the frame the numbers change
 

@@ -104,6 +104,9 @@ def test_toy_scores_equal_hf_on_the_training_encoding(toy_hf, toy_scorer):
     np.testing.assert_allclose(concat.scores, expected, atol=1e-5, rtol=0)
     assert concat.format == "concat"
     assert expected[0] > expected[2] - 10 and np.ptp(expected) > 1  # pairs are told apart
+    with pytest.raises(PromptError, match=r"prompts \[0, 1, 2, 3\] already end with the chat template's assistant "
+                                          r"prompt 'Assistant :'.*format='concat'"):
+        toy_scorer.score(rendered, TOY_RESPONSES)
     # The trained behaviour: the harmful request's refusal beats its answer.
     harmful = toy_scorer.score([TOY_PROMPTS[0]] * 2, [TOY_RESPONSES[0], "Paris ."]).scores
     assert harmful[0] > harmful[1] + 1

@@ -7,7 +7,8 @@ reward model (``DebertaV2ForSequenceClassification``: 12 layers, d_model 768, 12
 3072, relative attention with 256 position buckets, vocab 128100; the shape of
 ``microsoft/deberta-v3-base``) in pair format. Three ways: one pair at a time; batches in
 input order (padding to each batch's longest); length-sorted batches (``ModelScorer.score``,
-what every study uses). Scores must agree to 1e-5. One thread.
+what every study uses). Scores must agree to 1e-5. One thread; times are the process's CPU
+time (the development machine is shared).
 
 What batching buys on a CPU: DeBERTa projects its 512 relative-position embeddings through
 each layer's query and key projections on every call (2 x [512, 768] x [768, 768] per layer,
@@ -100,15 +101,17 @@ def input_order(scorer: ModelScorer, prompts, responses, batch_size: int) -> np.
 
 
 def _interleaved(methods: dict, repeats: int) -> tuple[dict[str, list[float]], dict]:
-    """Seconds per call and each method's first result; each round runs every method once, in
-    turn (shared-machine noise). No warm-up round: one call scores hundreds of pairs."""
+    """CPU seconds per call and each method's first result; each round runs every method once,
+    in turn. CPU time of this one-thread process, not wall time: the machine is shared, and
+    other processes' load would otherwise decide the ratios. No warm-up round: one call scores
+    hundreds of pairs."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     results = {}
     for _ in range(repeats):
         for name, fn in methods.items():
-            start = time.perf_counter()
+            start = time.process_time()
             results.setdefault(name, fn())
-            times[name].append(time.perf_counter() - start)
+            times[name].append(time.process_time() - start)
     return times, results
 
 

@@ -364,3 +364,37 @@ def test_specs_are_checked_before_loading_and_scorers_have_identities(toy_scorer
     assert concat["model"] == ident["model"] and concat["format"] == "concat"
     implicit = load_scorer("implicit:toy@0.05").identity()
     assert implicit["beta"] == 0.05 and implicit["base"]["digest"] != implicit["chat"]["digest"]
+
+
+HUB_ENTRIES = [name for name, spec in REWARD_MODELS.items() if spec.source != "toy/reward"]
+
+
+@pytest.mark.parametrize("name", HUB_ENTRIES)
+def test_each_registry_entry_loads_a_random_model_of_its_class(name, tmp_path, monkeypatch):
+    """Each hub entry, pointed at a random model of its class (its config's architectures) and
+    a tokenizer of its kind, loads through load_scorer(name), reads its trained format and
+    equals HF on that model card's encoding."""
+    import dataclasses
+    from types import MappingProxyType
+
+    import probes.reward
+
+    spec = REWARD_MODELS[name]
+    if spec.hf_class.startswith("DebertaV2"):
+        tok = deberta_tokenizer()
+        model = random_deberta(1, 0, len(tok))
+        encodings = [dict(tok(p, r)) for p, r in zip(WORD_PROMPTS, WORD_RESPONSES)]
+    else:
+        tok = bos_tokenizer(tmp_path)
+        family = {"LlamaForSequenceClassification": "llama", "MistralForSequenceClassification": "mistral"}[spec.hf_class]
+        model = random_classifier(family, 1, pad_token_id=tok.pad_token_id)
+        encodings = card_ids(tok, WORD_PROMPTS, WORD_RESPONSES)
+    assert type(model).__name__ == spec.hf_class
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    local = {**REWARD_MODELS, name: dataclasses.replace(spec, source=str(tmp_path / "model"))}
+    monkeypatch.setattr(probes.reward, "REWARD_MODELS", MappingProxyType(local))
+    scorer = load_scorer(name)
+    assert scorer.format == spec.format and scorer.name == name
+    np.testing.assert_allclose(scorer.score(WORD_PROMPTS, WORD_RESPONSES, batch_size=2).scores,
+                               hf_scores(model, encodings), atol=1e-5, rtol=0)

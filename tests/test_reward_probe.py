@@ -199,19 +199,22 @@ def test_decoder_by_layer_when_eos_is_the_pad_token(tmp_path):
     tok = bos_tokenizer(tmp_path)
     model = random_classifier("llama", 1, pad_token_id=3)
     scorer = scorer_from_model(interp.reward.wrap(model, tok), format="concat")
-    responses = ["paris <eos>", "rome", "madrid <eos> <eos>"]
-    out = scorer.score(WORD_PROMPTS[:3], responses, layers="all")
-    np.testing.assert_allclose(out.by_layer["2"], out.scores, atol=1e-5, rtol=0)
-    ids = [tok(f"{p} {r}")["input_ids"] for p, r in zip(WORD_PROMPTS, responses)]
-    np.testing.assert_allclose(out.scores, hf_scores(model, ids), atol=1e-5, rtol=0)
-    for layer in range(2):
-        with torch.no_grad():
-            expected = []
-            for s in ids:
-                col = max(i for i, t in enumerate(s) if t != 3)
-                h = model(input_ids=torch.tensor([s]), output_hidden_states=True).hidden_states[layer + 1][0, col]
-                expected.append(float(model.score(model.model.norm(h))[0]))
-        np.testing.assert_allclose(out.by_layer[str(layer)], expected, atol=1e-5, rtol=0)
+    # The second batch adds a 2-token pair beside a row ending in 3 eos: the scored token of that
+    # row lies further back than the short row is long (every column is captured then).
+    for prompts, responses in [(WORD_PROMPTS[:3], ["paris <eos>", "rome", "madrid <eos> <eos>"]),
+                               (WORD_PROMPTS[:2] + ["red"], ["paris <eos> <eos> <eos>", "rome", "blue"])]:
+        out = scorer.score(prompts, responses, layers="all")
+        np.testing.assert_allclose(out.by_layer["2"], out.scores, atol=1e-5, rtol=0)
+        ids = [tok(f"{p} {r}")["input_ids"] for p, r in zip(prompts, responses)]
+        np.testing.assert_allclose(out.scores, hf_scores(model, ids), atol=1e-5, rtol=0)
+        for layer in range(2):
+            with torch.no_grad():
+                expected = []
+                for s in ids:
+                    col = max(i for i, t in enumerate(s) if t != 3)
+                    h = model(input_ids=torch.tensor([s]), output_hidden_states=True).hidden_states[layer + 1][0, col]
+                    expected.append(float(model.score(model.model.norm(h))[0]))
+            np.testing.assert_allclose(out.by_layer[str(layer)], expected, atol=1e-5, rtol=0)
 
 
 def test_length_sorted_batches_equal_one_at_a_time(tokenizer):

@@ -401,3 +401,21 @@ def test_each_registry_entry_loads_a_random_model_of_its_class(name, tmp_path, m
     assert scorer.format == spec.format and scorer.name == name
     np.testing.assert_allclose(scorer.score(WORD_PROMPTS, WORD_RESPONSES, batch_size=2).scores,
                                hf_scores(model, encodings), atol=1e-5, rtol=0)
+
+
+def test_toy_pairwise_accuracy_equals_the_training_repos_evaluation(toy_scorer):
+    """models/toy/eval.json's reward-model accuracy on the held-out plain-request pairs
+    (toy_pair/evaluate.py, its own encoding) is what the scorer gives from the users' texts."""
+    import json
+    import re
+
+    from tasks.toy_world import preference_pairs
+
+    expected = json.loads((interp.registry.PACKAGE_ROOT / "models/toy/eval.json").read_text())
+    expected = expected["reward_model"]
+    pairs = [p for p in preference_pairs("test") if p["context"] == "plain"]
+    users = [re.fullmatch(r"User : (.*) Assistant :", p["prompt"]).group(1) for p in pairs]
+    out = toy_scorer.score(users * 2, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], batch_size=32)
+    n = len(pairs)
+    assert float((out.scores[:n] > out.scores[n:]).mean()) == pytest.approx(expected["pairwise_accuracy_test_plain"],
+                                                                          abs=1e-6)

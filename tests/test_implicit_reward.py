@@ -125,3 +125,17 @@ def test_clear_errors():
         implicit_reward("toy", PROMPTS[:2], RESPONSES[:1])
     with pytest.raises(PromptError, match=r"format 'pair' is not one of an implicit reward; valid: auto, chat, concat"):
         load_scorer("implicit:toy", format="pair")
+
+
+def test_overlong_pairs_are_named_skipped_or_cut():
+    long = " ".join(["What is the capital of France ?"] * 25)  # > the toy's 128 positions
+    prompts, responses = [PROMPTS[1], PROMPTS[2], long], [RESPONSES[1], RESPONSES[2], "Paris ."]
+    with pytest.raises(PromptError, match=r"^pair 2 needs \d+ positions"):
+        implicit_reward("toy", prompts, responses)
+    skip = implicit_reward_scores("toy", prompts, responses, truncate="skip")
+    assert (skip.n_skipped, skip.n_truncated) == (0 + 1, 0) and np.isnan(skip.scores[2])
+    alone = implicit_reward("toy", prompts[:2], responses[:2])
+    np.testing.assert_allclose(skip.scores[:2], alone, atol=1e-5, rtol=0)
+    left = implicit_reward_scores("toy", prompts, responses, truncate="left")
+    assert (left.n_skipped, left.n_truncated) == (0, 1) and np.isfinite(left.scores).all()
+    np.testing.assert_allclose(left.scores[:2], alone, atol=1e-5, rtol=0)

@@ -34,7 +34,7 @@ def test_toy_closed_answers_are_the_facts():
         if it.format == "short":
             assert (it.chosen, it.rejected) == (f"{answer} .", f"{it.meta['wrong']} .")
         elif it.format == "sentence":
-            assert answer in it.chosen.split() and answer not in it.rejected.split()
+            assert (it.chosen.split()[-2], it.rejected.split()[-2]) == (answer, it.meta["wrong"])
         else:  # the claim in the prompt is true iff the chosen answer says yes
             stated = it.prompt.split()[-2]
             says_yes = it.chosen in ("Yes .", "1 .", "True .")
@@ -72,7 +72,7 @@ def test_a_format_the_task_lacks_names_its_formats():
         load_pairs("boolq", formats=["short"])
     with pytest.raises(TaskError, match=r"its formats: text"):
         load_pairs("toy_open", formats=["yes/no"])
-    with pytest.raises(TaskError, match="valid: toy_closed, toy_open, boolq, hh_pairwise"):
+    with pytest.raises(TaskError, match="valid: toy_closed, toy_closed_heldout, toy_open, toy_open_heldout, boolq, hh_pairwise"):
         load_pairs("nope")
     with pytest.raises(TaskError, match="reads no data file"):
         load_pairs("toy_closed", data="x.jsonl")

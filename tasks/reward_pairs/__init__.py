@@ -12,7 +12,9 @@ a rejected answer (one format, ``text``).
 Tasks (:data:`TASKS`): ``boolq`` (SuperGLUE BoolQ: passage + question), ``hh_pairwise``
 (``AlekseyKorshuk/hh-rlhf-pairwise``), and two offline toy-world tasks in the toy pair's own
 language, ``toy_closed`` (capital and past-tense facts) and ``toy_open`` (benign requests: a
-helpful answer vs a refusal or an off-topic one). ``data`` as every task loader: a file, ``"fixture"``
+helpful answer vs a refusal or an off-topic one), on the countries and verbs of the toy reward
+model's training split, and the same on the held-out split (``toy_closed_heldout``,
+``toy_open_heldout``). ``data`` as every task loader: a file, ``"fixture"``
 or ``None`` for the hub (:mod:`tasks.sources`); the toy tasks read the toy world and take none.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from tasks.errors import TaskError
 from tasks.reward_pairs import closed, open_ended
@@ -43,7 +46,11 @@ class TaskSpec:
 
 TASKS: dict[str, TaskSpec] = {
     "toy_closed": TaskSpec("toy_closed", "closed", closed.TOY_FORMATS, closed.load_toy, False),
+    "toy_closed_heldout": TaskSpec("toy_closed_heldout", "closed", closed.TOY_FORMATS,
+                                   partial(closed.load_toy, split="test", task="toy_closed_heldout"), False),
     "toy_open": TaskSpec("toy_open", "open", (OPEN_FORMAT,), open_ended.load_toy, False),
+    "toy_open_heldout": TaskSpec("toy_open_heldout", "open", (OPEN_FORMAT,),
+                                 partial(open_ended.load_toy, split="test", task="toy_open_heldout"), False),
     "boolq": TaskSpec("boolq", "closed", closed.BOOLQ_FORMATS, closed.load_boolq, True),
     "hh_pairwise": TaskSpec("hh_pairwise", "open", (OPEN_FORMAT,), open_ended.load_hh, True),
 }

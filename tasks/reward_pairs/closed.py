@@ -5,8 +5,9 @@
   is the label's, the incorrect one the other. Formats (:data:`BOOLQ_FORMATS`): ``0/1`` (``1`` =
   yes), ``yes/no``, ``true/false`` and ``sentence`` (``"Based on the passage, the answer is
   yes."``).
-- ``toy_closed``: the toy world's held-out (test-split) capital and past-tense facts, in the toy
-  pair's language (spaced punctuation, as its corpus). The binary formats verify a claim, ``"Is
+- ``toy_closed`` / ``toy_closed_heldout``: the toy world's capital and past-tense facts of the
+  train split (the countries of the toy reward model's preference pairs) / the held-out test
+  split, in the toy pair's language (spaced punctuation, as its corpus). The binary formats verify a claim, ``"Is
   the capital of Poland Warsaw ?"``, true for about half the items (the other half claims a
   wrong answer of the same relation), answered ``"Yes ."`` / ``"No ."`` (``"1 ."``, ``"True ."``);
   ``sentence`` answers the question ``"What is the capital of Poland ?"`` with ``"The capital of
@@ -70,8 +71,10 @@ def _user_turn(relation: str) -> str:
     return text.removeprefix("User : ").split(" Assistant :", 1)[0]
 
 
-def load_toy(limit: int | None = None, formats: Sequence[str] = TOY_FORMATS, split: str = "test") -> list[PairItem]:
-    """Toy-world pairs: ``split`` facts (default the held-out ``test``) of :data:`TOY_RELATIONS`
+def load_toy(limit: int | None = None, formats: Sequence[str] = TOY_FORMATS, split: str = "train",
+             task: str = "toy_closed") -> list[PairItem]:
+    """Toy-world pairs named ``task``: ``split`` facts (``train``: the subjects of the reward model's
+    own preference pairs; ``test``: the held-out ones) of :data:`TOY_RELATIONS`
     with single-word answers; the wrong answer is another fact's answer of the same relation,
     drawn by a hash of the subject (deterministic)."""
     out: list[PairItem] = []
@@ -85,7 +88,7 @@ def load_toy(limit: int | None = None, formats: Sequence[str] = TOY_FORMATS, spl
         sentence = next(t["text"] for t in templates(rel) if t["style"] == "zero")
         claim_true = _stable_bit(f"{rel}:{subject}")
         claim = _TOY_CLAIM[rel].format(subject=subject, answer=answer if claim_true else wrong)
-        item_id = f"toy_closed-{rel}-{subject.replace(' ', '_')}"
+        item_id = f"{task}-{rel}-{subject.replace(' ', '_')}"
         meta = {"relation": rel, "subject": subject, "answer": answer, "wrong": wrong, "claim_true": claim_true}
         for fmt in formats:
             if fmt in _BINARY:
@@ -97,6 +100,6 @@ def load_toy(limit: int | None = None, formats: Sequence[str] = TOY_FORMATS, spl
                 right, bad = sentence.format(subject=subject, answer=answer), sentence.format(subject=subject, answer=wrong)
             else:  # short
                 prompt, right, bad = question, f"{answer} .", f"{wrong} ."
-            out.append(PairItem(item_id, "toy_closed", "closed", fmt, prompt, right, bad, question=question,
+            out.append(PairItem(item_id, task, "closed", fmt, prompt, right, bad, question=question,
                                 reference=answer, meta=meta))
     return out

@@ -5,8 +5,9 @@
   transcripts, as Anthropic's own files, are split at their last ``"\\n\\nAssistant:"``). The
   prompt becomes the user turn: a one-turn dialogue its Human text, a longer one its transcript
   up to the last ``Assistant:`` (``meta["turns"]`` counts the Human turns).
-- ``toy_open``: benign requests of the toy world, ``"I plan to visit the capital of Poland . What
-  is the capital of Poland ?"`` and plain questions, for the held-out (test-split) countries; the
+- ``toy_open`` / ``toy_open_heldout``: benign requests of the toy world, ``"I plan to visit the
+  capital of Poland . What is the capital of Poland ?"``, and plain questions, for the train-split
+  countries (those of the reward model's preference pairs) / the held-out test split; the
   helpful answer (``"Warsaw ."``) against, in turn, the refusal, an off-topic fact (``"The past
   tense of walk is walked ."``) and the country's language (``meta["rejected_kind"]``).
 """
@@ -75,7 +76,8 @@ def load_hh(data: str | None = "fixture", limit: int | None = None, formats=(OPE
 _REJECTED_KINDS = ("refusal", "off_topic", "language")
 
 
-def load_toy(limit: int | None = None, formats=(OPEN_FORMAT,), split: str = "test") -> list[PairItem]:
+def load_toy(limit: int | None = None, formats=(OPEN_FORMAT,), split: str = "train", task: str = "toy_open"
+             ) -> list[PairItem]:
     """Toy-world benign requests (one benign verb per country, in turn, and the plain question)
     with a helpful vs a refusing / off-topic / wrong-fact answer (in turn)."""
     ctx = contexts()
@@ -99,7 +101,7 @@ def load_toy(limit: int | None = None, formats=(OPEN_FORMAT,), split: str = "tes
             else:
                 f = random.Random(f"toy_open:{subject}:{k}").choice(past)
                 rejected = off_topic.format(subject=f["subject"], answer=f["answer"])
-            out.append(PairItem(f"toy_open-{subject.replace(' ', '_')}-{context}", "toy_open", "open", OPEN_FORMAT,
+            out.append(PairItem(f"{task}-{subject.replace(' ', '_')}-{context}", task, "open", OPEN_FORMAT,
                                 prompt, f"{answer} .", rejected, question=prompt,
                                 meta={"context": context, "rejected_kind": kind, "subject": subject}))
     return out[:limit] if limit is not None else out

@@ -39,6 +39,10 @@ Figures: reward histograms with a KDE per task and format, correct vs incorrect 
 (``rewards_<task>``), sample rewards base vs chat (``samples_<task>``), pairwise accuracy by
 format (``accuracy_by_format``), mean reward of correct vs incorrect by layer (``reward_by_layer``).
 
+The stages depend on each other (samples are scored after sampling), so ``--shard`` is not
+supported; a run resumes chunk by chunk instead (a partly written chunk is recomputed whole, so
+resumed rows equal an uninterrupted run's).
+
 Outputs (``runs/reward_collapse/<pair>/`` or ``--out``): ``results.jsonl``, ``summary.csv``,
 ``comparison.csv``, ``annotations.csv``, ``agreement.csv`` (with ``--annotations``), ``meta.json``,
 figures (PNG + PDF).
@@ -55,7 +59,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import StudyError, add_model_options, add_run_options, load_kwargs
+from studies._common import StudyError, add_model_options, add_run_options, comma_list, load_kwargs
 
 STUDY = "reward_collapse"
 KEY_FIELDS = ("stage", "source", "task", "format", "item", "sample")
@@ -559,13 +563,6 @@ def report(summary, comparison, agree=None) -> str:
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
-def _csv(text: str) -> tuple[str, ...]:
-    parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    if not parts:
-        raise argparse.ArgumentTypeError("give at least one value")
-    return parts
-
-
 def _data(spec: str) -> tuple[str, str]:
     task, sep, path = spec.partition("=")
     if not sep or not task.strip() or not path.strip():
@@ -581,13 +578,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
     p.add_argument("--reward", default="toy", help="reward model: a registry name (probes.reward_models), "
                                                    "implicit:PAIR[@BETA], or a folder / hub id (default toy)")
-    p.add_argument("--tasks", type=_csv, default=DEFAULT_TASKS, help=f"default {','.join(DEFAULT_TASKS)}")
+    p.add_argument("--tasks", type=comma_list, default=DEFAULT_TASKS, help=f"default {','.join(DEFAULT_TASKS)}")
     p.add_argument("--data", type=_data, action="append", metavar="TASK=PATH",
                    help="a task's data file (repeatable); default: the fixtures")
-    p.add_argument("--formats", type=_csv, help="response formats of the closed-ended tasks (default: each task's all)")
+    p.add_argument("--formats", type=comma_list,
+                   help="response formats of the closed-ended tasks (default: each task's all)")
     p.add_argument("--limit", type=int, help="at most N items per task")
     p.add_argument("--samples", type=int, default=4, help="samples per item and member (0: no sampling)")
-    p.add_argument("--sample-from", type=_csv, default=MEMBERS, help="members to sample: base,chat (default both)")
+    p.add_argument("--sample-from", type=comma_list, default=MEMBERS,
+                   help="members to sample: base,chat (default both)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     p.add_argument("--max-new-tokens", type=int, default=24)

@@ -23,6 +23,7 @@ format ``chat``. Off: ``x`` is the prompt and ``y`` is ``" " + response``, forma
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +34,7 @@ from interp.errors import LoadError, PromptError
 from probes.chat import chat_exchange, chat_prompt, has_chat_template
 from probes.logprobs import Skipped, continuation_logprobs
 from probes.readouts import LayerSpec, block_layers, label, resolve_layers
+from probes.reward_inputs import check_not_rendered
 from probes.reward import RewardScores, check_pairs
 
 IMPLICIT = "implicit:"
@@ -84,6 +86,7 @@ def contexts_and_continuations(tokenizer, prompts: Sequence[str], responses: Seq
     """``(x, y)`` texts of each pair (see the module docstring)."""
     if not template:
         return list(prompts), [" " + r for r in responses]
+    check_not_rendered(tokenizer, prompts, "the chat template (chat_template=None/True)", "chat_template=False")
     contexts, continuations = [], []
     for i, (p, r) in enumerate(zip(prompts, responses)):
         context, whole = chat_prompt(tokenizer, p), chat_exchange(tokenizer, p, r)
@@ -108,12 +111,16 @@ def implicit_reward_scores(pair, prompts: Sequence[str], responses: Sequence[str
     if not beta > 0:
         raise PromptError(f"beta must be positive, got {beta}")
     pair = _pair(pair, load_kwargs)
-    tok = chat_tokenizer(pair)
-    template = has_chat_template(tok) if chat_template is None else bool(chat_template)
+    tok = chat_tokenizer(pair) if chat_template is None or chat_template else None
+    template = bool(chat_template) if chat_template is not None else has_chat_template(tok)
     if template and not has_chat_template(tok):
         raise PromptError(f"chat_template=True but the chat member of pair {pair.name!r} has no chat template; "
                           "pass chat_template=False (or None: use it when there is one)")
     contexts, continuations = contexts_and_continuations(tok, prompts, responses, template)
+    # Longest first, so that a batch pads little (each pair's numbers do not depend on its batch).
+    order = sorted(range(len(contexts)), key=lambda i: -(len(contexts[i]) + len(continuations[i])))
+    contexts, continuations = [contexts[i] for i in order], [continuations[i] for i in order]
+    back = np.argsort(order)  # sorted position of each input pair
     sums: dict[str, dict] = {}
     cut: set[int] = set()
     skipped: set[int] = set()
@@ -122,9 +129,13 @@ def implicit_reward_scores(pair, prompts: Sequence[str], responses: Sequence[str
     for member, lm in pair:
         readouts = resolve_layers(lm, layers) if layers is not None else [None]
         computed = [None, *block_layers(readouts)]  # the output reward comes with every run
-        scored = continuation_logprobs(lm, contexts, continuations, layers=computed, batch_size=batch_size,
-                                       truncate=truncate)
+        try:
+            scored = continuation_logprobs(lm, contexts, continuations, layers=computed, batch_size=batch_size,
+                                           truncate=truncate)
+        except PromptError as err:  # it names the pair by its sorted index: name the caller's
+            raise PromptError(re.sub(r"^pair (\d+)", lambda m: f"pair {order[int(m.group(1))]}", str(err))) from None
         del lm  # before the next member loads: one model in memory at a time
+        scored = [scored[j] for j in back]  # input order again
         sums[member] = {layer: np.array([np.nan if isinstance(s, Skipped) else s.sum(layer) for s in scored])
                         for layer in computed}
         skipped |= {i for i, s in enumerate(scored) if isinstance(s, Skipped)}
@@ -159,8 +170,15 @@ class ImplicitScorer:
         self.beta = beta
         self.chat_template = chat_template
         self.name = name or f"{IMPLICIT}{self.pair.name}"
-        template = has_chat_template(chat_tokenizer(self.pair)) if chat_template is None else chat_template
+        template = has_chat_template(chat_tokenizer(self.pair)) if chat_template is None else bool(chat_template)
         self.format = "chat" if template else "concat"
+
+    def identity(self) -> dict:
+        """What decides this scorer's numbers: name, beta, format and both members' identities."""
+        from interp.identity import model_identity
+
+        return {"scorer": self.name, "kind": "implicit", "beta": self.beta, "format": self.format,
+                **{member: model_identity(self.pair.spec.source(member)) for member in ("base", "chat")}}
 
     def __repr__(self) -> str:
         return f"ImplicitScorer({self.name!r}, beta={self.beta}, format={self.format!r})"

@@ -628,6 +628,9 @@ def run_study(args) -> int:
     seed_everything(args.seed)
     if parse_shard(args.shard).count != 1:
         raise StudyError("--shard is not supported by reward_collapse (its stages depend on each other); run it whole")
+    from probes.reward import check_spec
+
+    check_spec(args.reward)  # an unknown or causal-LM reward model fails before any sampling
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
     out = run_dir(STUDY, pair, args.out)
     judgements = read_judgements(args.annotations) if args.annotations else None

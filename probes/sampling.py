@@ -96,7 +96,8 @@ def sample_seed(run_seed: int, key: str, sample: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def nucleus_probs(logits: Float[Tensor, "batch vocab"], temperature: float, top_p: float) -> Float[Tensor, "batch vocab"]:
+def nucleus_probs(logits: Float[Tensor, "batch vocab"], temperature: float, top_p: float
+                  ) -> Float[Tensor, "batch vocab"]:
     """Next-token probabilities after temperature and top-p (nucleus) filtering, in float64.
     The nucleus is the smallest set of most likely tokens whose probability reaches ``top_p``
     (the most likely token always stays), renormalised."""

@@ -443,7 +443,8 @@ def read_judgements(path: str) -> dict[tuple, int]:
     rows = _read_csv(p)
     missing = [c for c in ("source", "task", "item", "sample", "judgement") if rows and c not in rows[0]]
     if missing or not rows:
-        raise StudyError(f"--annotations {path}: needs the columns of annotations.csv; missing {missing or 'every row'}")
+        raise StudyError(f"--annotations {path}: needs the columns of annotations.csv; "
+                         f"missing {missing or 'every row'}")
     out = {}
     for line, r in enumerate(rows, 2):
         value = (r["judgement"] or "").strip().lower()

@@ -97,7 +97,8 @@ def load_toy(limit: int | None = None, formats: Sequence[str] = TOY_FORMATS, spl
                 prompt, right, bad = claim, f"{right} .", f"{bad} ."
             elif fmt == "sentence":
                 prompt = question
-                right, bad = sentence.format(subject=subject, answer=answer), sentence.format(subject=subject, answer=wrong)
+                right = sentence.format(subject=subject, answer=answer)
+                bad = sentence.format(subject=subject, answer=wrong)
             else:  # short
                 prompt, right, bad = question, f"{answer} .", f"{wrong} ."
             out.append(PairItem(item_id, task, "closed", fmt, prompt, right, bad, question=question,

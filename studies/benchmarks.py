@@ -8,7 +8,7 @@ For every model of the pair (one in memory at a time), task, number of shots (``
 demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``), chat template
 (``--chat-template``: the context as the user turn of the chat model's template, used for both
 models) and item, every option is scored by its log-likelihood (``probes.multiple_choice``,
-one context forward + one forward for all options from its KV cache), at the output and, with
+one forward per context with all its options packed after it), at the output and, with
 ``--layers all``, at every block through the logit lens. The first ``--generate N`` items of
 each condition are also answered by free greedy generation, mapped back to an option by
 string matching (``generations.csv``, for reading).

@@ -38,7 +38,8 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None
     blocks = block_layers(layers)
     names = [f"blocks.{l}.hook_resid_post" for l in blocks]
     rows = [(ctx, [o[:-1] for o in opts]) for ctx, opts in groups]  # the last token is predicted, not fed
-    # Kept columns: each row's last ``1 + fed`` (the context's last token, then the fed tokens).
+    # Kept columns: each row's last ``1 + fed`` (the context's last token, then the fed tokens);
+    # all columns when a row is shorter than the widest such span (positions are prompt-relative).
     n_fed = [sum(len(o) - 1 for o in opts) for _, opts in groups]
     widest, shortest = 1 + max(n_fed), min(len(ctx) + fed for (ctx, _), fed in zip(groups, n_fed))
     out = run_packed(lm, rows, capture=names, positions=list(range(-widest, 0)) if widest <= shortest else None)
@@ -60,11 +61,11 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None
     resids = {l: out.captures[name][pred_row, pred_col] for l, name in zip(blocks, names)}
     values, greedy = layer_logprobs(lm, layers, logits, resids, torch.tensor(targets, device=device), lens)
     values, greedy = values.cpu(), greedy.cpu()
-    out_, start = [], 0
+    per_option, start = [], 0
     for opt in options:
-        out_.append((values[:, start:start + len(opt)], greedy[:, start:start + len(opt)]))
+        per_option.append((values[:, start:start + len(opt)], greedy[:, start:start + len(opt)]))
         start += len(opt)
-    return out_
+    return per_option
 
 
 def shared_context_logprobs(

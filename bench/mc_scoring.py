@@ -2,9 +2,11 @@
 
 Items have 4 options of 1-5 tokens after a ~400-token context (a 5-shot prompt's length).
 The naive way runs each ``context + option`` as its own sequence (an item's options batched
-together, as lm-evaluation-harness does); KV reuse runs the context once and continues the
-options from its cache (``probes.shared_context``). Both restrict the unembedding to the
-positions that predict option tokens. GPT-2-small-shaped random model, 1 thread.
+together, as lm-evaluation-harness does); KV reuse runs the context once, with every option
+packed after it in the same row under a mask that keeps options apart (``probes.shared_context``,
+``interp.packed``): the context's keys and values are computed once and never copied per
+option. Both restrict the unembedding to the positions that predict option tokens.
+GPT-2-small-shaped random model, 1 thread.
 
     python -m bench.mc_scoring [--quick]
 """

@@ -72,6 +72,8 @@ def forward(
     hidden_at_all: bool = False,
     use_cache: bool = False,
     grad: bool = False,
+    attention: Float[Tensor, "batch 1 seq past_seq"] | None = None,
+    position_ids: Int[Tensor, "batch seq"] | None = None,
 ) -> Forward:
     """One forward of ``lm`` over ``ids``, continuing the HF cache ``past`` if given.
 
@@ -90,6 +92,10 @@ def forward(
             reward model reads its score at a column of its own).
         use_cache: fill a new ``DynamicCache`` (returned as ``past``) when none is given.
         grad: keep the autograd graph (captures and logits not detached).
+        attention, position_ids: a custom additive attention mask (0 where a query may attend,
+            the dtype's minimum elsewhere) replacing the causal one, and the position ids to go
+            with it, for sequences that pack several continuations of one context
+            (``probes.shared_context``); ``mask`` still says which tokens are real.
     """
     if end not in ENDS:
         raise InterpError(f"end must be one of {', '.join(ENDS)}, got {end!r}")
@@ -100,7 +106,8 @@ def forward(
     if past is not None and past_mask is None:
         past_mask = torch.ones(n, past.get_seq_length(), dtype=mask.dtype, device=device)
     full = mask if past_mask is None else torch.cat([past_mask.to(device), mask], 1)
-    position_ids = (full.cumsum(-1) - 1).clamp(min=0)[:, full.shape[1] - seq:]
+    if position_ids is None:
+        position_ids = (full.cumsum(-1) - 1).clamp(min=0)[:, full.shape[1] - seq:]
     lengths = full.sum(-1)
     cols = columns(positions, lengths.cpu(), seq)
     capture, writes = list(capture), dict(writes or {})
@@ -139,7 +146,8 @@ def forward(
             # The row's module, not lm.unembed: a reward model's head (arch.unembed) is its score.
             stack.callback(lm.model.get_submodule(lm.arch.unembed).register_forward_pre_hook(at_unembed).remove)
         try:
-            out = lm.model(input_ids=ids, attention_mask=full, position_ids=position_ids,
+            out = lm.model(input_ids=ids, attention_mask=full if attention is None else attention.to(device),
+                           position_ids=position_ids.to(device),
                            cache=past, use_cache=past is not None)
             logits = out.logits if grad else out.logits.detach()
         except StopForward:

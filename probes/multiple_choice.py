@@ -14,8 +14,8 @@ tokenisation, :func:`probes.logprobs.encode_pair`). Metrics, as lm-evaluation-ha
   options); for Kadavath et al.'s P(True) items, ``p_true() = probs()[0]``, i.e.
   ``p(" (A)")`` renormalised over the two options.
 
-Ties go to the first option (``argmax``). ``method="kv"`` (default) runs each context once
-and continues every option from its KV cache (:mod:`probes.shared_context`); ``"naive"``
+Ties go to the first option (``argmax``). ``method="kv"`` (default) runs each context once,
+its options packed after it in the same forward (:mod:`probes.shared_context`); ``"naive"``
 runs every ``context + option`` on its own. Both give the same numbers. As in
 lm-evaluation-harness, an option's last token is predicted but not fed.
 

@@ -1,21 +1,21 @@
-"""Options that share a context, scored without re-running the context.
+"""Options that share a context, scored in one forward that reads the context once.
 
-For a batch of groups (one context, several continuations each):
+For a batch of groups (one context, several continuations each), each group is one row:
+the context, then every option but its last token, packed one after another without
+padding (lm-evaluation-harness feeds ``context + option[:-1]``: the last token is predicted,
+never read, so it needs no position). Rows are left-padded. A custom attention mask
+(:mod:`interp.packed`) lets each context token see the context before it and each option
+token see the whole context and its own option's earlier tokens, never another option; its
+position ids continue from the context's length, as if the option ran alone.
+The unembedding (and any ``resid_post`` capture, for by-layer readouts) runs at the
+predictors only: the context's last token, whose logits predict every option's first
+token, and the options' fed tokens (token ``t`` of an option predicts its token ``t + 1``).
 
-1. the contexts run once, left-padded: ``lm.run(..., positions=-1, use_cache=True)``; the
-   unembedding (and any ``resid_post`` capture, for by-layer readouts) is restricted to the
-   last context position, whose logits predict every option's first token;
-2. the KV cache is expanded to one row per option (``Cache.reorder_cache`` with the owning
-   context's index);
-3. all options but their last token run in one forward continuing from that cache
-   (``lm.run_continuation``; lm-evaluation-harness feeds ``context + option[:-1]``: the last token is predicted, never
-   read, so it needs no position): right-padded, attention mask = the context's mask then
-   the option mask, position ids continuing from each context's length. Position ``t`` of
-   an option predicts its token ``t + 1``. When every option is one token long, step 1
-   alone predicts them and this forward is not run.
-
-The numbers equal those of running each ``context + option`` on its own
-(:func:`probes.logprobs.naive_pair_logprobs`) up to float rounding.
+So the context's keys and values are computed once and never copied per option (a cache
+expanded to one row per option costs a copy of it per option and layer, and a second
+forward), and options are not padded to the longest. The numbers equal those of running
+each ``context + option`` on its own (:func:`probes.logprobs.naive_pair_logprobs`) up to
+float rounding.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.lens import Lens
+from interp.packed import run_packed
 from probes.readouts import Layer, block_layers, layer_logprobs
 
 Group = tuple[list[int], list[list[int]]]  # (context tokens, each option's tokens)
@@ -36,45 +37,42 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None
     device = lm.device
     blocks = block_layers(layers)
     names = [f"blocks.{l}.hook_resid_post" for l in blocks]
-    ctx = lm.run([c for c, _ in groups], capture=names, positions=-1, use_cache=True)  # left-padded
-    ctx_mask, ctx_len = ctx.attention_mask, ctx.lengths.to(device)
-    first_logits = ctx.logits[:, -1]  # [group, vocab]
-    first_resid = {l: ctx.cache[name][:, -1] for l, name in zip(blocks, names)}
-
-    options = [opt for _, opts in groups for opt in opts]
-    owner = torch.tensor([g for g, (_, opts) in enumerate(groups) for _ in opts], device=device)
-    longest = max(len(o) for o in options)
-    targets = torch.full((len(options), longest), lm.pad_id, dtype=torch.long, device=device)
-    for i, opt in enumerate(options):
-        targets[i, :len(opt)] = torch.tensor(opt, device=device)
-    if longest == 1:  # the context's last position predicts every option: nothing to feed
-        return _read(lm, layers, first_logits[owner, None], {l: r[owner, None] for l, r in first_resid.items()},
-                     targets, options, lens)
-    # Fed: each option without its last token (right-padded, masked).
-    opt_ids = targets[:, :-1]
-    opt_mask = torch.zeros_like(opt_ids)
-    for i, opt in enumerate(options):
-        opt_mask[i, :len(opt) - 1] = 1
-    cache = ctx.past
-    cache.reorder_cache(owner)
-    cont = lm.run_continuation(cache, ctx_mask[owner], opt_ids, opt_mask, capture=names)
-    # Predictors of option tokens: the context's last position, then the option's own positions.
-    logits = torch.cat([first_logits[owner, None], cont.logits], 1)
-    resids = {l: torch.cat([first_resid[l][owner, None], cont.cache[name]], 1) for l, name in zip(blocks, names)}
-    return _read(lm, layers, logits, resids, targets, options, lens)
-
-
-def _read(lm, layers, logits, resids, targets, options, lens):
-    """Per option ``(token log-probs, greedy)`` from the predictors of its tokens."""
-    values, greedy = layer_logprobs(lm, layers, logits, resids, targets, lens)
-    return [(values[:, i, :len(o)].cpu(), greedy[:, i, :len(o)].cpu()) for i, o in enumerate(options)]
+    rows = [(ctx, [o[:-1] for o in opts]) for ctx, opts in groups]  # the last token is predicted, not fed
+    # Kept columns: each row's last ``1 + fed`` (the context's last token, then the fed tokens);
+    # all columns when a row is shorter than the widest such span (positions are prompt-relative).
+    n_fed = [sum(len(o) - 1 for o in opts) for _, opts in groups]
+    widest, shortest = 1 + max(n_fed), min(len(ctx) + fed for (ctx, _), fed in zip(groups, n_fed))
+    out = run_packed(lm, rows, capture=names, positions=list(range(-widest, 0)) if widest <= shortest else None)
+    n_cols = out.logits.shape[1]
+    # Per option token, the (row, column) of its predictor.
+    pred_row, pred_col, targets, options = [], [], [], []
+    for g, ((_, opts), fed) in enumerate(zip(groups, n_fed)):
+        last_ctx = n_cols - 1 - fed
+        start = last_ctx + 1
+        for opt in opts:
+            pred_row += [g] * len(opt)
+            pred_col += [last_ctx] + list(range(start, start + len(opt) - 1))
+            start += len(opt) - 1
+            targets += opt
+            options.append(opt)
+    pred_row = torch.tensor(pred_row, device=device)
+    pred_col = torch.tensor(pred_col, device=device)
+    logits = out.logits[pred_row, pred_col]  # [token, vocab]
+    resids = {l: out.captures[name][pred_row, pred_col] for l, name in zip(blocks, names)}
+    values, greedy = layer_logprobs(lm, layers, logits, resids, torch.tensor(targets, device=device), lens)
+    values, greedy = values.cpu(), greedy.cpu()
+    per_option, start = [], 0
+    for opt in options:
+        per_option.append((values[:, start:start + len(opt)], greedy[:, start:start + len(opt)]))
+        start += len(opt)
+    return per_option
 
 
 def shared_context_logprobs(
     lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None
 ) -> list[list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]]:
     """Per group, per option: ``(token log-probs, greedy)`` under each readout. ``batch_size``
-    contexts (with all their options) share one pair of forwards; ``lens`` decodes the block
+    contexts (with all their options) share one forward; ``lens`` decodes the block
     readouts (default: the logit lens)."""
     out = []
     for start in range(0, len(groups), batch_size):

@@ -8,7 +8,7 @@ For every model of the pair (one in memory at a time), task, number of shots (``
 demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``), chat template
 (``--chat-template``: the context as the user turn of the chat model's template, used for both
 models) and item, every option is scored by its log-likelihood (``probes.multiple_choice``,
-one context forward + one forward for all options from its KV cache), at the output and, with
+one forward per context with all its options packed after it), at the output and, with
 ``--layers all``, at every block through the lens ``--lens`` (``logit``, default; ``tuned``, the
 pair's shipped tuned lens; or a folder ``PATH/{base,chat}`` of saved tuned lenses, see
 :mod:`studies._lens`; rows and ``summary.csv`` record it). The first ``--generate N`` items of

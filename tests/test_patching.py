@@ -284,40 +284,43 @@ def test_kv_prefix_runs_only_the_suffix(lm_of, tokenizer):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
 def test_final_ffn_runs_at_the_last_position_only(lm_of, tokenizer, family):
-    """Head runs stop at the final block's FFN, so apart from the two capture runs (the prompt
-    batch at full length) it sees one position per patched run; and the tail runs it does see
-    hold cells of several layers at once (one per-layer reset of ``resid_pre``)."""
+    """Patched runs run the final block's FFN at their last position only, so apart from the
+    two capture runs (the prompt batch at full length) it sees one position per patched run,
+    several runs batched per forward."""
     lm = lm_of(family)
     batch, seq = lm.to_tokens(CORRUPTED)[0].shape
     final_ffn = lm.model.get_submodule(lm.arch.blocks)[-1].get_submodule(lm.arch.mlp)
     shapes = []
-    # A forward hook: it fires only if the FFN ran (the head runs' stop is a pre-hook).
+    # A forward hook sees the arguments the FFN ran on.
     handle = final_ffn.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape[:2])))
     try:
         fast = patch_sweep(lm, CORRUPTED, CLEAN, logit_diff(tokenizer), hook="attn_out")
     finally:
         handle.remove()
-    assert shapes.count((batch, seq)) == 2 and all(s[1] == 1 for s in shapes if s != (batch, seq))
-    tails = [s for s in shapes if s[1] == 1]
-    assert len(tails) == 1 and tails[0][0] > batch * seq  # one tail run, holding cells of several layers
+    runs = [s for s in shapes if s != (batch, seq)]
+    assert shapes.count((batch, seq)) == 2 and runs and all(s[1] == 1 for s in runs)
+    assert max(s[0] for s in runs) > batch  # patched runs share forwards
     torch.testing.assert_close(fast, loop_sweep(lm, logit_diff(tokenizer), "attn_out"), atol=1e-5, rtol=1e-4)
 
 
-def test_a_cache_that_does_not_fill_falls_back_to_whole_runs(lm_of, tokenizer, monkeypatch):
-    """If a head run's cache does not come out holding every position, the chunk is computed
-    in one forward over all its positions, with the same numbers."""
-    from interp.patching import kv
+@pytest.mark.parametrize("hook", ["resid_pre", "mlp_out"])
+def test_a_final_ffn_that_must_run_whole_runs_whole(lm_of, tokenizer, monkeypatch, hook):
+    """A model whose final FFN fails the last-position check (``sweep._LAST_FFN``), and an
+    ``mlp_out`` patch of the final layer (which writes that FFN's output at its position), run
+    the FFN at every computed position, with the same numbers."""
+    from interp.patching import sweep
 
     lm = lm_of("llama")
     metric = logit_diff(tokenizer)
     batch, seq = lm.to_tokens(CORRUPTED)[0].shape
-    expected = patch_sweep(lm, CORRUPTED, CLEAN, metric, kv_prefix=False)
+    expected = patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook, kv_prefix=False)
+    if hook == "resid_pre":
+        monkeypatch.setitem(sweep._LAST_FFN, lm.model, False)
     shapes = []
-    monkeypatch.setattr(kv, "cached_length", lambda cache, layer: -1)
     final_ffn = lm.model.get_submodule(lm.arch.blocks)[-1].get_submodule(lm.arch.mlp)
     handle = final_ffn.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape[:2])))
     try:
-        torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook), expected, atol=1e-5, rtol=1e-4)
     finally:
         handle.remove()
     whole = [s for s in shapes if s != (batch, seq) and s[1] > 1]  # the FFN ran at several positions

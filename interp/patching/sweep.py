@@ -62,10 +62,9 @@ from interp.forward import forward
 from interp.hook_names import block_hook
 from interp.patching.chunks import Cell, chunks, kv_chunks
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
-from interp.patching.kv import prefix_kv
+from interp.patching.kv import kv_chunk, prefix_cache, prefix_kv, window_run
 from interp.patching.patches import HEADS, Captured, Patches, unchanged
 from interp.patching.resume import output_arity
-from interp.patching.tails import Tails, kv_chunk
 from interp.patching.unembed import DeferredUnembed, unembed
 
 Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
@@ -192,6 +191,18 @@ def _capture(lm, ids, point: str, resume: bool, logits: bool = True, kv: bool = 
 # model -> whether its logits are exactly ``unembed(final hidden state)`` (no scaling or
 # capping after the unembedding), which deferring the unembedding relies on. Checked once.
 _PLAIN_UNEMBED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+# model -> whether running its final block's FFN at the last position only gives that
+# position's hidden state (``interp.patching.kv.last_ffn_only``). Checked once.
+_LAST_FFN: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _last_ffn_ok(lm, ids: Tensor, hidden: Tensor) -> bool:
+    ok = _LAST_FFN.get(lm.model)
+    if ok is None:
+        short = window_run(lm, ids, 0, prefix_cache(lm, [], 0, 1), {}, last_ffn=True)
+        ok = short.shape == hidden.shape and torch.allclose(short, hidden, rtol=1e-5, atol=1e-5)
+        _LAST_FFN[lm.model] = ok
+    return ok
 
 
 def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], groups: int,
@@ -201,7 +212,9 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     resume, kv_prefix = options.resume, options.kv_prefix
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     batch, seq = corr_ids.shape
-    clean_acts = _capture(lm, clean_ids, point, resume=False, logits=False).acts
+    # A resid_pre sweep's final-layer cells take the clean run's keys and values (``kv``).
+    clean_kv = kv_prefix and point == "resid_pre"
+    clean = _capture(lm, clean_ids, point, resume=False, logits=False, kv=clean_kv, defer=True)
     plain = _PLAIN_UNEMBED.get(lm.model) if kv_prefix else None
     corr = _capture(lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
     corr_logits = corr.logits
@@ -213,11 +226,13 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         corr_logits = unembed(lm, corr.hidden)
     if kv is not None and not plain:
         kv = None
+    last_ffn = kv is not None and _last_ffn_ok(lm, corr_ids, corr.hidden)
+    clean_kv = prefix_kv(lm, clean.cache, seq) if kv is not None and clean_kv else None
     out = torch.empty(len(cells))
     index = {cell: i for i, cell in enumerate(cells)}
     todo, skipped = [], []
     for cell in cells:
-        if options.skip_unchanged and unchanged(cell, clean_acts, corr.acts, groups):
+        if options.skip_unchanged and unchanged(cell, clean.acts, corr.acts, groups):
             skipped.append(index[cell])
         else:
             todo.append(cell)
@@ -227,7 +242,7 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     if chunk_size < 1:
         raise InterpError(f"chunk_size must be a positive number of patched runs, got {chunk_size}")
     if kv is not None:
-        plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume)
+        plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume, final_alone=clean_kv is not None)
     else:
         plan = chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
     deferred = DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None, rows=UNEMBED_ROWS)
@@ -237,18 +252,16 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         deferred.add([None], corr.hidden)
     else:
         deferred.baseline = scalar(metric(corr_logits)).detach().float()
-    patches = Patches(lm, point, groups, corr_ids, clean_acts, corr, resume)
-    tails = Tails(lm, patches, corr_ids, max(1, chunk_size // 2), deferred.add)
+    patches = Patches(lm, point, groups, corr_ids, clean.acts, corr, resume, clean_kv)
     for chunk in tqdm(plan, desc=f"patching {point}", disable=not options.progress, leave=False):
         if kv is not None:
-            kv_chunk(lm, patches, corr_ids, chunk, kv, tails, deferred.add)
+            kv_chunk(lm, patches, corr_ids, chunk, kv, last_ffn, deferred.add)
             continue
-        context, interventions = patches.setup(chunk, 0)(slice(None))
+        context, interventions = patches.setup(chunk, 0)
         with context:
             logits = lm.run(corr_ids.repeat(len(chunk), 1), positions=-1, interventions=interventions or None).logits[:, 0]
         for i, cell in enumerate(chunk):
             out[index[cell]] = scalar(metric(logits[i * batch:(i + 1) * batch])).detach().float()
-    tails.flush()
     deferred.flush()
     out[skipped] = deferred.baseline
     return out

@@ -323,8 +323,8 @@ def test_a_final_ffn_that_must_run_whole_runs_whole(lm_of, tokenizer, monkeypatc
         torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook), expected, atol=1e-5, rtol=1e-4)
     finally:
         handle.remove()
-    whole = [s for s in shapes if s != (batch, seq) and s[1] > 1]  # the FFN ran at several positions
-    assert whole and shapes.count((batch, seq)) == 2
+    # Patched runs (shorter than the prompt: its first token is shared) ran it at several positions.
+    assert [s for s in shapes if 1 < s[1] < seq]
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -188,6 +188,20 @@ def _capture(lm, ids, point: str, resume: bool, logits: bool = True, kv: bool = 
     return Captured(acts, resid, last, found.get("arity"), out.past if kv else None, hidden)
 
 
+def _rows(captured: Captured, rows: slice) -> Captured:
+    """The ``rows`` prompts of a capture run of several (without its cache, see ``_split_kv``)."""
+    cut = lambda x: None if x is None else x[rows]  # noqa: E731
+    return Captured({l: a[rows] for l, a in captured.acts.items()}, {l: r[rows] for l, r in captured.resid.items()},
+                    cut(captured.logits), captured.arity, None, cut(captured.hidden))
+
+
+def _split_kv(kv, batch: int):
+    """Per-layer keys and values of a run of ``[corrupted; clean]``, split into the two."""
+    if kv is None:
+        return None, None
+    return [(k[:batch], v[:batch]) for k, v in kv], [(k[batch:], v[batch:]) for k, v in kv]
+
+
 # model -> whether its logits are exactly ``unembed(final hidden state)`` (no scaling or
 # capping after the unembedding), which deferring the unembedding relies on. Checked once.
 _PLAIN_UNEMBED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -212,13 +226,18 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     resume, kv_prefix = options.resume, options.kv_prefix
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     batch, seq = corr_ids.shape
-    # A resid_pre sweep's final-layer cells take the clean run's keys and values (``kv``).
-    clean_kv = kv_prefix and point == "resid_pre"
-    clean = _capture(lm, clean_ids, point, resume=False, logits=False, kv=clean_kv, defer=True)
     plain = _PLAIN_UNEMBED.get(lm.model) if kv_prefix else None
-    corr = _capture(lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
+    if kv_prefix and point == "resid_pre":
+        # Final-layer cells take the clean run's keys and values (``interp.patching.kv``), so
+        # the clean run is as long as the corrupted one: both are one forward.
+        both = _capture(lm, torch.cat([corr_ids, clean_ids]), point, resume, kv=True, defer=bool(plain))
+        corr, clean = _rows(both, slice(0, batch)), _rows(both, slice(batch, None))
+        kv, clean_kv = _split_kv(prefix_kv(lm, both.cache, seq), batch)
+    else:
+        clean = _capture(lm, clean_ids, point, resume=False, logits=False)
+        corr = _capture(lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
+        kv, clean_kv = prefix_kv(lm, corr.cache, seq) if kv_prefix else None, None
     corr_logits = corr.logits
-    kv = prefix_kv(lm, corr.cache, seq) if kv_prefix else None
     if kv is not None and plain is None:  # first kv sweep of this model: check, then trust
         plain = torch.allclose(unembed(lm, corr.hidden), corr_logits, rtol=1e-5, atol=1e-5)
         _PLAIN_UNEMBED[lm.model] = plain
@@ -227,7 +246,7 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     if kv is not None and not plain:
         kv = None
     last_ffn = kv is not None and _last_ffn_ok(lm, corr_ids, corr.hidden)
-    clean_kv = prefix_kv(lm, clean.cache, seq) if kv is not None and clean_kv else None
+    clean_kv = clean_kv if kv is not None else None
     out = torch.empty(len(cells))
     index = {cell: i for i, cell in enumerate(cells)}
     todo, skipped = [], []

@@ -31,17 +31,17 @@ def logit_diff(tokenizer):
     return lambda logits: logits[:, b].mean() - logits[:, a].mean()
 
 
-def loop_sweep(lm, metric, hook, all_positions=False):
+def loop_sweep(lm, metric, hook, all_positions=False, corrupted=CORRUPTED, clean=CLEAN):
     """One ``lm.run`` per cell with ``interp.replace`` at that position: the reference."""
-    clean = lm.run(CLEAN, capture=hook).cache
-    seq = lm.to_tokens(CORRUPTED)[0].shape[1]
+    clean = lm.run(clean, capture=hook).cache
+    seq = lm.to_tokens(corrupted)[0].shape[1]
     cells = [None] if all_positions else range(seq)
     out = torch.zeros(lm.n_layers, len(cells))
     for layer in range(lm.n_layers):
         name = interp.block_hook(layer, hook)
         for j, pos in enumerate(cells):
             value = clean[name] if pos is None else clean[name][:, pos:pos + 1]
-            run = lm.run(CORRUPTED, positions=-1, interventions={name: interp.replace(value, positions=pos)})
+            run = lm.run(corrupted, positions=-1, interventions={name: interp.replace(value, positions=pos)})
             out[layer, j] = metric(run.logits[:, 0])
     return out
 
@@ -60,6 +60,33 @@ def test_sweep_equals_loop_of_single_runs(lm_of, tokenizer, family):
         assert fast.shape == (lm.n_layers, 6)
         assert ref.std() > 1e-3, "the reference sweep is flat: the test would not see a wrong cell"
         torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4, msg=f"{family} {hook}")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("prompts", [1, 2])
+def test_realistic_case_equals_loop_of_single_runs(lm_of, family, prompts):
+    """Issue 12's case, from a benchmark not written here: 20 tokens, clean and corrupted
+    differing at positions 3, 7 and 11, and the metric a plain function of the last position's
+    logits (a log-softmax: it reads every one). Every cell equals one patched run, to 1e-5:
+    cells before position 3 (skipped), single differing positions in block 0, runs of
+    positions in the middle blocks, and the final block's cells (run on the clean keys and
+    values at their position)."""
+    lm = lm_of(family)
+    vocab = lm.model.config.vocab_size
+    torch.manual_seed(12)
+    clean = torch.randint(4, vocab, (prompts, 20))
+    corrupted = clean.clone()
+    differing = [3, 7, 11]
+    while bool((corrupted[:, differing] == clean[:, differing]).any()):
+        corrupted[:, differing] = torch.randint(4, vocab, (prompts, len(differing)))
+
+    def metric(logits):  # [batch, vocab] -> scalar
+        return logits.log_softmax(-1)[:, 5].mean() - logits[:, 9].mean()
+
+    fast = patch_sweep(lm, corrupted, clean, metric, hook="resid_pre")
+    ref = loop_sweep(lm, metric, "resid_pre", corrupted=corrupted, clean=clean)
+    assert fast.shape == (lm.n_layers, 20) and ref[:, 3:].std() > 1e-3
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gptj"])

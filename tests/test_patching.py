@@ -356,8 +356,8 @@ def test_a_final_ffn_that_must_run_whole_runs_whole(lm_of, tokenizer, monkeypatc
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_one_and_two_token_prompts(lm_of, family):
-    """The shortest prompts: no head run (one token: the tail runs on an empty cache) or a
-    one-position head run; the same numbers as the full-length path."""
+    """The shortest prompts: one token (patched runs on an empty cache; the final layer's keys
+    and values hold nothing to replace) or two; the same numbers as the full-length path."""
     from interp.patching import logit_diff as token_logit_diff
 
     lm = lm_of(family)

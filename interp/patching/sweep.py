@@ -25,24 +25,26 @@ How it is fast, without changing any number beyond float rounding:
    ``>= p`` computes positions ``p..`` only, on the corrupted run's keys and values for the
    positions before. Chunks hold one layer's cells (with resuming), grouped into runs of
    consecutive positions by a small cost model (``interp.patching.chunks``).
-6. *The final block's FFN at the last position only.* A chunk's head run stops at the final
-   block's FFN, once its attention has cached keys and values; one tail run per layer
-   computes the last position of all that layer's cells together.
-7. *Batched unembedding.* The unembedding is deferred and run over many cells' last hidden
-   states at once, so its (large) weight is read once per batch of cells; a
-   ``TokenMetric`` (``interp.patching.metrics.logit_diff``) gets only the columns it reads.
-Items 5-7 need a family whose HF cache is a ``DynamicCache`` holding every position and whose
+6. *The final block's FFN at the last position only.* Nothing reads the final block's output
+   at the other positions, so its FFN runs at the last one (``interp.patching.kv``; checked
+   once per model, ``_LAST_FFN``).
+7. *The final layer's ``resid_pre`` on the clean keys and values.* Such a patch at ``p``
+   changes only that layer's keys and values at ``p``, to the clean run's: its cells run the
+   last position alone (the clean and corrupted prompts share one capture forward).
+8. *Batched unembedding.* The unembedding is deferred and run over many cells' last hidden
+   states at once (in blocks of the vocabulary, ``interp.patching.unembed``), so its (large)
+   weight is read once per batch of cells; a ``TokenMetric``
+   (``interp.patching.metrics.logit_diff``) gets only the columns it reads.
+Items 5-8 need a family whose HF cache is a ``DynamicCache`` holding every position and whose
 logits are its unembedding's output; others take the full-length path, as does
 ``kv_prefix=False``.
 
 Memory: a forward holds ``chunk_size * batch`` copies of the prompt (and on the key/value path
 their keys and values at every layer); by default ``chunk_size`` keeps that under
-``TOKEN_BUDGET`` tokens. A tail run waits for at most ``chunk_size // 2`` cells, so that their
-caches and the tail's concatenated copy together stay within one chunk's. Chunked and
-unchunked sweeps agree.
+``TOKEN_BUDGET`` tokens. Chunked and unchunked sweeps agree.
 
-Modules: this one (the entry points and the engine), ``patches`` (patch building), ``tails``
-(tail batching on the key/value path), ``unembed`` (deferred unembedding).
+Modules: this one (the entry points and the engine), ``patches`` (patch building), ``kv``
+(runs on the key/value prefix), ``unembed`` (deferred unembedding).
 """
 
 from __future__ import annotations

@@ -309,11 +309,19 @@ def test_kv_prefix_runs_only_the_suffix(lm_of, tokenizer):
     assert kv.prefix_kv(lm, None, seq) is None
 
 
+def patched_runs(lm, hook):
+    """How many cells of a ``patch_sweep`` of ``hook`` need a patched run: those whose clean
+    and corrupted activations differ."""
+    clean, corr = (lm.run(p, capture=hook).cache for p in (CLEAN, CORRUPTED))
+    seq = lm.to_tokens(CORRUPTED)[0].shape[1]
+    return sum(not torch.equal(clean[k][:, p], corr[k][:, p]) for k in clean for p in range(seq))
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
 def test_final_ffn_runs_at_the_last_position_only(lm_of, tokenizer, family):
     """Patched runs run the final block's FFN at their last position only, so apart from the
-    two capture runs (the prompt batch at full length) it sees one position per patched run,
-    several runs batched per forward."""
+    two capture runs (the prompt batch at full length) it sees one row per prompt and patched
+    run, several runs per forward (batched, or packed as columns)."""
     lm = lm_of(family)
     batch, seq = lm.to_tokens(CORRUPTED)[0].shape
     final_ffn = lm.model.get_submodule(lm.arch.blocks)[-1].get_submodule(lm.arch.mlp)
@@ -325,8 +333,10 @@ def test_final_ffn_runs_at_the_last_position_only(lm_of, tokenizer, family):
     finally:
         handle.remove()
     runs = [s for s in shapes if s != (batch, seq)]
-    assert shapes.count((batch, seq)) == 2 and runs and all(s[1] == 1 for s in runs)
-    assert max(s[0] for s in runs) > batch  # patched runs share forwards
+    patched = patched_runs(lm, "attn_out")
+    # One FFN row per prompt and patched run (at its last position; packed runs are columns).
+    assert shapes.count((batch, seq)) == 2 and sum(s[0] * s[1] for s in runs) == batch * patched
+    assert len(runs) < patched  # patched runs share forwards
     torch.testing.assert_close(fast, loop_sweep(lm, logit_diff(tokenizer), "attn_out"), atol=1e-5, rtol=1e-4)
 
 
@@ -350,8 +360,10 @@ def test_a_final_ffn_that_must_run_whole_runs_whole(lm_of, tokenizer, monkeypatc
         torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook), expected, atol=1e-5, rtol=1e-4)
     finally:
         handle.remove()
-    # Patched runs (shorter than the prompt: its first token is shared) ran it at several positions.
-    assert [s for s in shapes if 1 < s[1] < seq]
+    # Patched runs (shorter than the prompt: its first token is shared) ran it at more
+    # positions than their last ones.
+    # (The capture runs, of both prompts at full length, are 2 * batch * seq rows.)
+    assert sum(s[0] * s[1] for s in shapes) - 2 * batch * seq > batch * patched_runs(lm, hook)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

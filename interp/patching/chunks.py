@@ -34,23 +34,26 @@ def chunks(cells: list[Cell], size: int, key: Callable[[Cell], object] | None) -
 
 
 def kv_chunks(lm, cells: list[Cell], size: int, batch: int, seq: int, resume: bool,
-              final_alone: bool = False) -> list[list[Cell]]:
+              final_alone: bool = False, pack: int | None = None) -> list[list[Cell]]:
     """Chunks for the key/value path: cells of one layer (with ``resume``), positions grouped
     into consecutive runs of at most ``size`` cells, the grouping minimising the cost model
     (dynamic programming over each layer's sorted positions). Cells patching all positions
     (``pos is None``) are chunked in order; with ``final_alone`` so are the final layer's
-    (each runs the last position alone, see ``interp.patching.kv.final_layer_cache``)."""
+    (each runs the last position alone, see ``interp.patching.kv.final_layer_cache``). With
+    ``pack`` (and ``resume``) each layer's cells are packed instead (``packs``)."""
     whole = [c for c in cells if c[1] is None]
     if whole:
         return chunks(whole, size, (lambda c: c[0]) if resume else None) + kv_chunks(
-            lm, [c for c in cells if c[1] is not None], size, batch, seq, resume, final_alone)
+            lm, [c for c in cells if c[1] is not None], size, batch, seq, resume, final_alone, pack)
     if final_alone:
         final = [c for c in cells if c[0] == lm.n_layers - 1]
-        rest = kv_chunks(lm, [c for c in cells if c[0] != lm.n_layers - 1], size, batch, seq, resume)
+        rest = kv_chunks(lm, [c for c in cells if c[0] != lm.n_layers - 1], size, batch, seq, resume, pack=pack)
         return rest + chunks(final, size, None)
     by_layer: dict[int, list[Cell]] = {}
     for cell in cells:
         by_layer.setdefault(cell[0] if resume else 0, []).append(cell)
+    if pack is not None and resume:
+        return [part for _, group in sorted(by_layer.items()) for part in packs(group, size, seq, pack)]
     per_token = 12 * lm.d_model ** 2
     out: list[list[Cell]] = []
     for start, group in sorted(by_layer.items()):
@@ -71,4 +74,20 @@ def kv_chunks(lm, cells: list[Cell], size: int, batch: int, seq: int, resume: bo
             parts.append(group[cut[j]:j])
             j = cut[j]
         out.extend(reversed(parts))
+    return out
+
+
+def packs(cells: list[Cell], size: int, seq: int, width: int) -> list[list[Cell]]:
+    """One layer's cells (each at a position) in packs (``interp.patching.packed``) of at most
+    ``size`` runs whose tokens, with the cached prefix they see, number at most ``width``
+    (at least one run each). Cells are taken by position, so a pack's prefix stays short."""
+    out: list[list[Cell]] = []
+    tokens = 0
+    for cell in sorted(cells, key=lambda c: (c[1], c)):
+        need = seq - cell[1]
+        if not out or len(out[-1]) >= size or tokens + need + cell[1] > width:
+            out.append([])
+            tokens = 0
+        out[-1].append(cell)
+        tokens += need
     return out

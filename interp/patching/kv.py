@@ -128,9 +128,17 @@ def window_run(lm, ids: Tensor, start: int, cache: DynamicCache, interventions: 
 
 
 def kv_chunk(lm, patches: Patches, ids: Tensor, chunk: list[Cell], kv: KV, last_ffn: bool,
-             done: Callable[[list[Cell], Tensor], None]) -> None:
-    """Compute one chunk on the key/value path and hand its last hidden states to ``done``."""
+             done: Callable[[list[Cell], Tensor], None], pack: bool = False) -> None:
+    """Compute one chunk on the key/value path and hand its last hidden states to ``done``;
+    with ``pack``, a chunk of one layer's cells at positions is packed
+    (``interp.patching.packed``)."""
     seq, n = ids.shape[1], len(chunk)
+    if pack and not patches.final_kv(chunk) and len({c[0] for c in chunk}) == 1 and all(
+            c[1] is not None for c in chunk) and patches.resume:
+        from interp.patching.packed import packed_chunk  # packed imports this module
+
+        packed_chunk(lm, patches, ids, chunk, kv, last_ffn, done)
+        return
     if patches.final_kv(chunk):
         prefix = seq - 1
         cache = final_layer_cache(lm, kv, patches.clean_kv, chunk, patches.batch, seq)

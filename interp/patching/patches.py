@@ -153,5 +153,25 @@ class Patches:
         return stack, interventions
 
 
+    def packed_setup(self, cells: list[Cell], layout) -> tuple[ExitStack, dict[str, Callable[[Tensor], Tensor]]]:
+        """The patches of one layer's ``cells`` packed as ``layout`` says
+        (``interp.patching.packed.Layout``: run ``i`` is ``cells[i]``, its patched position at
+        packed column ``offsets[i]``): the forward starts at their block, on the corrupted
+        run's ``resid_pre`` at the packed positions."""
+        lm, batch, device = self.lm, self.batch, self.lm.device
+        start, layer = self.start(cells), cells[0][0]
+        stack = ExitStack()
+        if start > 0:
+            resid = self.corr_resid[start].to(device)[:, layout.positions.to(device)]
+            stack.enter_context(start_at(lm, start, resid, self.arity))
+        found = [(b, int(layout.offsets[i]), b, h, pos) for i, (_, pos, head) in enumerate(cells)
+                 for b in range(batch) for h in (range(self.groups) if head is None else [head])]
+        rows, cols, prompts, groups, positions = torch.tensor(found, dtype=torch.long).reshape(-1, 5).unbind(1)
+        src = self.clean_acts[layer].to(device)
+        values = _values(src, prompts, positions, groups, self.groups, 0)
+        write = writer(values.to(device), rows.to(device), cols.to(device), groups.to(device), self.groups)
+        return stack, {block_hook(layer, self.point): write}
+
+
 def then(first: Callable[[Tensor], Tensor], second: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     return lambda act: second(first(act))

@@ -65,6 +65,7 @@ from interp.hook_names import block_hook
 from interp.patching.chunks import Cell, chunks, kv_chunks
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
 from interp.patching.kv import kv_chunk, prefix_cache, prefix_kv, window_run
+from interp.patching.packed import packable
 from interp.patching.patches import HEADS, Captured, Patches, unchanged
 from interp.patching.resume import output_arity
 from interp.patching.unembed import DeferredUnembed, unembed
@@ -73,6 +74,10 @@ Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
 
 TOKEN_BUDGET = 16384  # copies x tokens per forward when chunk_size is None
 UNEMBED_ROWS = 256  # rows per unembedding matmul of the deferred logits
+# Packed runs (``interp.patching.packed``): tokens per forward, cached prefix included, per
+# d_model: their attention (which grows with the square of the tokens) then costs at most
+# about a quarter of their blocks' matmuls.
+PACK_WIDTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -262,8 +267,10 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         chunk_size = max(1, TOKEN_BUDGET // (batch * seq))
     if chunk_size < 1:
         raise InterpError(f"chunk_size must be a positive number of patched runs, got {chunk_size}")
+    pack = kv is not None and resume and packable(lm, seq)
     if kv is not None:
-        plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume, final_alone=clean_kv is not None)
+        plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume, final_alone=clean_kv is not None,
+                         pack=int(PACK_WIDTH * lm.d_model) if pack else None)
     else:
         plan = chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
     deferred = DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None, rows=UNEMBED_ROWS)
@@ -276,7 +283,7 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     patches = Patches(lm, point, groups, corr_ids, clean.acts, corr, resume, clean_kv)
     for chunk in tqdm(plan, desc=f"patching {point}", disable=not options.progress, leave=False):
         if kv is not None:
-            kv_chunk(lm, patches, corr_ids, chunk, kv, last_ffn, deferred.add)
+            kv_chunk(lm, patches, corr_ids, chunk, kv, last_ffn, deferred.add, pack)
             continue
         context, interventions = patches.setup(chunk, 0)
         with context:

@@ -62,16 +62,21 @@ def test_sweep_equals_loop_of_single_runs(lm_of, tokenizer, family):
         torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4, msg=f"{family} {hook}")
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize(("family", "attention"), [("gpt2", "sdpa"), ("llama", "sdpa"), ("llama", "eager")])
 @pytest.mark.parametrize("prompts", [1, 2])
-def test_realistic_case_equals_loop_of_single_runs(lm_of, family, prompts):
+def test_realistic_case_equals_loop_of_single_runs(lm_of, tokenizer, family, attention, prompts):
     """Issue 12's case, from a benchmark not written here: 20 tokens, clean and corrupted
     differing at positions 3, 7 and 11, and the metric a plain function of the last position's
     logits (a log-softmax: it reads every one). Every cell equals one patched run, to 1e-5:
-    cells before position 3 (skipped), single differing positions in block 0, runs of
-    positions in the middle blocks, and the final block's cells (run on the clean keys and
-    values at their position)."""
+    cells before position 3 (skipped), single differing positions in block 0, packed runs of
+    positions in the middle blocks (under both attention implementations' masks), and the
+    final block's cells (run on the clean keys and values at their position)."""
     lm = lm_of(family)
+    if attention != lm.model.config._attn_implementation:
+        model = copy.deepcopy(lm.model)
+        model.set_attn_implementation(attention)
+        lm = interp.LM.from_hf(model, tokenizer)
+        assert lm.model.config._attn_implementation == attention
     vocab = lm.model.config.vocab_size
     torch.manual_seed(12)
     clean = torch.randint(4, vocab, (prompts, 20))

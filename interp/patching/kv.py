@@ -4,7 +4,7 @@ A patch at position ``p`` cannot change any activation at positions before ``p``
 attention), so a patched run can take those positions' keys and values from the corrupted
 run's HF key/value cache (a ``DynamicCache``) and compute positions ``p..`` only, with
 ``position_ids`` ``p..`` and a full-length attention mask. Since the sweep's metric reads the
-last position only, the final block's FFN runs there alone (``last_ffn_only``): its attention
+last position only, the final block's FFN runs there alone (``ffn_at``): its attention
 still runs at every computed position (it fills the cache), but nothing after it reads the
 other positions.
 
@@ -94,25 +94,31 @@ def final_layer_cache(lm, kv: KV, clean_kv: KV, cells: list[Cell], batch: int, s
 
 
 @contextmanager
-def last_ffn_only(lm, on: bool) -> Iterator[None]:
-    """Within the ``with`` (if ``on``), the final block's FFN sees the last position only: its
-    update, added to the residual stream of every position by broadcasting, is right at the
-    last position and wrong elsewhere, where nothing reads it."""
-    if not on:
+def ffn_at(lm, columns: Tensor | None) -> Iterator[None]:
+    """Within the ``with`` (unless ``columns`` is ``None``), the final block's FFN runs at
+    ``columns`` only; its update is zero at the other columns, which nothing reads."""
+    if columns is None:
         yield
         return
+    shape: dict[str, torch.Size] = {}
 
-    def last(module, args):
-        if args and isinstance(args[0], Tensor) and args[0].ndim == 3 and args[0].shape[1] > 1:
-            return (args[0][:, -1:],) + tuple(args[1:])
-        return None
+    def pre(module, args):
+        shape["in"] = args[0].shape
+        return (args[0][:, columns],) + tuple(args[1:])
+
+    def post(module, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        full = first.new_zeros(*shape["in"][:2], first.shape[-1])
+        full[:, columns] = first
+        return (full,) + tuple(output[1:]) if isinstance(output, tuple) else full
 
     ffn = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)
-    handle = ffn.register_forward_pre_hook(last)
+    handles = [ffn.register_forward_pre_hook(pre), ffn.register_forward_hook(post)]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def window_run(lm, ids: Tensor, start: int, cache: DynamicCache, interventions: dict[str, Callable],
@@ -122,23 +128,16 @@ def window_run(lm, ids: Tensor, start: int, cache: DynamicCache, interventions: 
     ``interventions`` (hook name -> function of the activation) see the activations of these
     positions only; with ``last_ffn`` the final block's FFN runs at the last position only."""
     writes = {p: as_callable(fn, name, p) for name, fn in interventions.items() for p in lm.resolve(name)}
-    with last_ffn_only(lm, last_ffn):
+    last = torch.tensor([ids.shape[1] - start - 1], device=lm.device) if last_ffn else None
+    with ffn_at(lm, last):
         out = forward(lm, ids[:, start:], past=cache, writes=writes, unembed_last=True, end="unembed")
     return out.hidden[:, 0]
 
 
 def kv_chunk(lm, patches: Patches, ids: Tensor, chunk: list[Cell], kv: KV, last_ffn: bool,
-             done: Callable[[list[Cell], Tensor], None], pack: bool = False) -> None:
-    """Compute one chunk on the key/value path and hand its last hidden states to ``done``;
-    with ``pack``, a chunk of one layer's cells at positions is packed
-    (``interp.patching.packed``)."""
+             done: Callable[[list[Cell], Tensor], None]) -> None:
+    """Compute one chunk on the key/value path and hand its last hidden states to ``done``."""
     seq, n = ids.shape[1], len(chunk)
-    if pack and not patches.final_kv(chunk) and len({c[0] for c in chunk}) == 1 and all(
-            c[1] is not None for c in chunk) and patches.resume:
-        from interp.patching.packed import packed_chunk  # packed imports this module
-
-        packed_chunk(lm, patches, ids, chunk, kv, last_ffn, done)
-        return
     if patches.final_kv(chunk):
         prefix = seq - 1
         cache = final_layer_cache(lm, kv, patches.clean_kv, chunk, patches.batch, seq)

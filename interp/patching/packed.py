@@ -14,8 +14,8 @@ sliding window shorter than the prompt; ``packable`` says whether a model qualif
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,7 +25,7 @@ from torch import Tensor
 from interp.hooks import HookSession, StopForward
 from interp.interventions import as_callable
 from interp.patching.chunks import Cell
-from interp.patching.kv import KV, prefix_cache
+from interp.patching.kv import KV, ffn_at, prefix_cache
 
 if TYPE_CHECKING:
     from interp.patching.patches import Patches
@@ -74,34 +74,6 @@ def attention_mask(lm, layout: Layout, batch: int) -> Tensor:
     else:
         mask = allowed
     return mask[None, None].expand(batch, 1, *allowed.shape)
-
-
-@contextmanager
-def ffn_at(lm, columns: Tensor | None) -> Iterator[None]:
-    """Within the ``with`` (unless ``columns`` is ``None``), the final block's FFN runs at
-    ``columns`` only; its update is zero at the other columns, which nothing reads."""
-    if columns is None:
-        yield
-        return
-    shape: dict[str, torch.Size] = {}
-
-    def pre(module, args):
-        shape["in"] = args[0].shape
-        return (args[0][:, columns],) + tuple(args[1:])
-
-    def post(module, args, output):
-        first = output[0] if isinstance(output, tuple) else output
-        full = first.new_zeros(*shape["in"][:2], first.shape[-1])
-        full[:, columns] = first
-        return (full,) + tuple(output[1:]) if isinstance(output, tuple) else full
-
-    ffn = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)
-    handles = [ffn.register_forward_pre_hook(pre), ffn.register_forward_hook(post)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def packed_chunk(lm, patches: Patches, ids: Tensor, chunk: list[Cell], kv: KV, last_ffn: bool,

@@ -111,6 +111,12 @@ class Patches:
         last = self.lm.n_layers - 1
         return self.clean_kv is not None and all(c[0] == last and c[1] is not None for c in cells)
 
+    def packs(self, cells: list[Cell]) -> bool:
+        """Whether ``cells`` can run packed (``interp.patching.packed``): with resuming, all of
+        one layer, each at a position, and not ``final_kv`` cells."""
+        return (self.resume and len({c[0] for c in cells}) == 1 and all(c[1] is not None for c in cells)
+                and not self.final_kv(cells))
+
     def ffn_unread(self, cells: list[Cell]) -> bool:
         """Whether no patch of ``cells`` writes the final block's FFN output, so that the FFN
         may run at the last position only."""

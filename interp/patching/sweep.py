@@ -23,8 +23,10 @@ How it is fast, without changing any number beyond float rounding:
 5. *Key/value prefix* (``kv_prefix=True``, ``interp.patching.kv``). A patch at position ``p``
    cannot change any activation before ``p`` (causal attention): a chunk of cells at positions
    ``>= p`` computes positions ``p..`` only, on the corrupted run's keys and values for the
-   positions before. Chunks hold one layer's cells (with resuming), grouped into runs of
-   consecutive positions by a small cost model (``interp.patching.chunks``).
+   positions before. Chunks hold one layer's cells (with resuming), packed one after the
+   other along the sequence under a 4-D attention mask, no padding
+   (``interp.patching.packed``; ``sdpa`` and ``eager`` attention), or else batched in runs of
+   consecutive positions grouped by a small cost model (``interp.patching.chunks``).
 6. *The final block's FFN at the last position only.* Nothing reads the final block's output
    at the other positions, so its FFN runs at the last one (``interp.patching.kv``; checked
    once per model, ``_LAST_FFN``).
@@ -44,7 +46,7 @@ their keys and values at every layer); by default ``chunk_size`` keeps that unde
 ``TOKEN_BUDGET`` tokens. Chunked and unchunked sweeps agree.
 
 Modules: this one (the entry points and the engine), ``patches`` (patch building), ``kv``
-(runs on the key/value prefix), ``unembed`` (deferred unembedding).
+(runs on the key/value prefix), ``packed`` (packed runs), ``unembed`` (deferred unembedding).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from interp.hook_names import block_hook
 from interp.patching.chunks import Cell, chunks, kv_chunks
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
 from interp.patching.kv import kv_chunk, prefix_cache, prefix_kv, window_run
-from interp.patching.packed import packable
+from interp.patching.packed import packable, packed_chunk
 from interp.patching.patches import HEADS, Captured, Patches, unchanged
 from interp.patching.resume import output_arity
 from interp.patching.unembed import DeferredUnembed, unembed
@@ -283,7 +285,8 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     patches = Patches(lm, point, groups, corr_ids, clean.acts, corr, resume, clean_kv)
     for chunk in tqdm(plan, desc=f"patching {point}", disable=not options.progress, leave=False):
         if kv is not None:
-            kv_chunk(lm, patches, corr_ids, chunk, kv, last_ffn, deferred.add, pack)
+            run = packed_chunk if pack and patches.packs(chunk) else kv_chunk
+            run(lm, patches, corr_ids, chunk, kv, last_ffn, deferred.add)
             continue
         context, interventions = patches.setup(chunk, 0)
         with context:

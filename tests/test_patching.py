@@ -412,13 +412,18 @@ def test_kv_chunks_cover_every_cell_once(lm_of):
 
     lm = lm_of("llama")
     cells = [(layer, pos, None) for layer in range(3) for pos in range(1, 9)] + [(1, None, None)]
-    for size, resume in [(1, True), (3, True), (100, True), (4, False)]:
-        chunks = kv_chunks(lm, cells, size, 2, 9, resume)
+    for size, resume, pack in [(1, True, None), (3, True, None), (100, True, None), (4, False, None),
+                               (100, True, 20), (3, True, 20), (100, True, 1)]:
+        chunks = kv_chunks(lm, cells, size, 2, 9, resume, final_alone=pack is not None, pack=pack)
         flat = [c for chunk in chunks for c in chunk]
         assert sorted(flat, key=str) == sorted(cells, key=str)
         assert all(len(chunk) <= size for chunk in chunks)
         if resume:
             assert all(len({c[0] for c in chunk}) == 1 for chunk in chunks)
+        if pack is not None:  # a pack's tokens and the prefix it sees fit the width (or it is one run)
+            packed = [ch for ch in chunks if ch[0][0] != lm.n_layers - 1 and ch[0][1] is not None]
+            assert packed and all(len(ch) == 1 or sum(9 - c[1] for c in ch) + max(c[1] for c in ch) <= pack
+                                  for ch in packed)
 
 
 def test_kv_prefix_restores_blocks_on_error_and_respects_the_unembed_check(lm_of, tokenizer, monkeypatch):

@@ -63,8 +63,9 @@ def prefix_cache(lm, kv: KV, prefix: int, copies: int) -> DynamicCache:
     cache = DynamicCache(config=lm.model.config)
     if prefix > 0:
         for i, (keys, values) in enumerate(kv):
-            # expanded, not repeated: the cache's update copies them once
-            cache.update(_copies(keys[:, :, :prefix].to(lm.device), copies), _copies(values[:, :, :prefix].to(lm.device), copies), i)
+            # expanded, not repeated: the cache's update copies them (or the forward's next one)
+            cache.update(_copies(keys[:, :, :prefix].to(lm.device), copies),
+                         _copies(values[:, :, :prefix].to(lm.device), copies), i)
     return cache
 
 
@@ -88,6 +89,8 @@ def final_layer_cache(lm, kv: KV, clean_kv: KV, cells: list[Cell], batch: int, s
         pos = torch.tensor([cells[i][1] for i in copies]).repeat_interleave(batch).to(lm.device)
         src = torch.arange(batch).repeat(len(copies)).to(lm.device)
         clean_keys, clean_values = clean_kv[lm.n_layers - 1]
+        # Own copies (a cache may keep what ``update`` was given: here views of ``kv``).
+        layer.keys, layer.values = layer.keys.clone(), layer.values.clone()
         layer.keys[rows, :, pos] = clean_keys.to(lm.device)[src, :, pos].to(layer.keys.dtype)
         layer.values[rows, :, pos] = clean_values.to(lm.device)[src, :, pos].to(layer.values.dtype)
     return cache

@@ -5,10 +5,12 @@ TransformerLens ``get_act_patch_resid_pre`` with TL 4.x ``TransformerBridge`` (i
 TL 3.9 ``HookedTransformer`` (subprocess, its own venv), and a naive loop of single patched
 runs with plain PyTorch hooks. Every method's time includes its clean run.
 
-Two prompt pairs: a minimal pair (clean and corrupted differ in 2 of the 20 tokens, the usual
-patching setup; every method), and a pair sharing no token (ours' worst case: no cell can be
+Three prompt pairs: a minimal pair (clean and corrupted differ in 2 of the 20 tokens, the usual
+patching setup; every method), a pair sharing no token (ours' worst case: no cell can be
 skipped and every patched run starts at its position; ours and the TL 4.3 bridge only, since
-the others' cost does not depend on the pair).
+the others' cost does not depend on the pair), and the case of issue 12, from a benchmark not
+written here: tokens 3, 7 and 11 differ, the metric a plain function (ours, the TL 4.3 bridge
+and the naive loop, which checks both).
 
 Ours runs twice: with the metric as a plain function of the logits (the baseline row, what
 TransformerLens is given), and as ``interp.patching.logit_diff(A, B)``, which names the two
@@ -31,6 +33,7 @@ from bench.common import LARGE_MMAP, VOCAB, baseline, bridge_of, gpt2_model, int
 NAME = "patching"
 SEQ = 20
 A, B = 100, 200  # metric: logit[A] - logit[B] at the last position
+REALISTIC = (3, 7, 11)  # the differing positions of issue 12's case
 
 
 def inputs(differing: list[int] | None = (4, 11)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,10 +115,17 @@ def run(quick: bool) -> list[dict]:
         shared = "2 of 20 tokens differ" if differing else "no shared token"
         setting = f"4 x 256 GPT-2 shape, {SEQ} tokens ({shared}), {4 * SEQ} cells"
         rows += _compare(model, lm, bridge, corrupted, clean, setting, everyone, repeats, warmup=0 if quick else 1)
+    corrupted, clean = inputs(REALISTIC)
+    setting = f"4 x 256 GPT-2 shape, {SEQ} tokens (tokens {', '.join(map(str, REALISTIC))} differ), {4 * SEQ} cells, plain metric"
+    rows += _compare(model, lm, bridge, corrupted, clean, setting, False, repeats, warmup=0 if quick else 1, naive=True,
+                     named=False)
     return rows
 
 
-def _compare(model, lm, bridge, corrupted, clean, setting: str, everyone: bool, repeats: int, warmup: int) -> list[dict]:
+def _compare(model, lm, bridge, corrupted, clean, setting: str, everyone: bool, repeats: int, warmup: int,
+             naive: bool = False, named: bool = True) -> list[dict]:
+    """Rows of one prompt pair: ours (plain metric; with ``named`` also ``logit_diff``), the
+    TL 4.3 bridge, and with ``everyone`` the other methods (with ``naive`` the naive loop)."""
     from transformer_lens.patching import get_act_patch_resid_pre
 
     def metric(logits):  # ours: last-position logits [batch, vocab]
@@ -125,15 +135,15 @@ def _compare(model, lm, bridge, corrupted, clean, setting: str, everyone: bool, 
         _, cache = bridge.run_with_cache(clean)
         return get_act_patch_resid_pre(bridge, corrupted, cache, lambda lg: lg[0, -1, A] - lg[0, -1, B])
 
-    fns = {
-        "ours: patch_sweep": lambda: patch_sweep(lm, corrupted, clean, metric, hook="resid_pre", progress=False),
-        "ours: patch_sweep, metric=logit_diff(A, B)": lambda: patch_sweep(
-            lm, corrupted, clean, logit_diff(A, B), hook="resid_pre", progress=False),
-        "TL 4.3 bridge get_act_patch_resid_pre": bridge_sweep,
-    }
+    fns = {"ours: patch_sweep": lambda: patch_sweep(lm, corrupted, clean, metric, hook="resid_pre", progress=False)}
+    if named:
+        fns["ours: patch_sweep, metric=logit_diff(A, B)"] = lambda: patch_sweep(
+            lm, corrupted, clean, logit_diff(A, B), hook="resid_pre", progress=False)
+    fns["TL 4.3 bridge get_act_patch_resid_pre"] = bridge_sweep
     if everyone:
         fns["ours: patch_sweep(resume=False, skip_unchanged=False)"] = lambda: patch_sweep(
             lm, corrupted, clean, metric, hook="resid_pre", resume=False, skip_unchanged=False, progress=False)
+    if everyone or naive:
         fns["naive loop, plain torch hooks"] = lambda: naive_sweep(model, corrupted, clean)
     results: dict = {}
     times, _ = interleaved(fns, repeats, warmup=warmup, results=results, memory=False)

@@ -31,17 +31,17 @@ def logit_diff(tokenizer):
     return lambda logits: logits[:, b].mean() - logits[:, a].mean()
 
 
-def loop_sweep(lm, metric, hook, all_positions=False):
+def loop_sweep(lm, metric, hook, all_positions=False, corrupted=CORRUPTED, clean=CLEAN):
     """One ``lm.run`` per cell with ``interp.replace`` at that position: the reference."""
-    clean = lm.run(CLEAN, capture=hook).cache
-    seq = lm.to_tokens(CORRUPTED)[0].shape[1]
+    clean = lm.run(clean, capture=hook).cache
+    seq = lm.to_tokens(corrupted)[0].shape[1]
     cells = [None] if all_positions else range(seq)
     out = torch.zeros(lm.n_layers, len(cells))
     for layer in range(lm.n_layers):
         name = interp.block_hook(layer, hook)
         for j, pos in enumerate(cells):
             value = clean[name] if pos is None else clean[name][:, pos:pos + 1]
-            run = lm.run(CORRUPTED, positions=-1, interventions={name: interp.replace(value, positions=pos)})
+            run = lm.run(corrupted, positions=-1, interventions={name: interp.replace(value, positions=pos)})
             out[layer, j] = metric(run.logits[:, 0])
     return out
 
@@ -60,6 +60,38 @@ def test_sweep_equals_loop_of_single_runs(lm_of, tokenizer, family):
         assert fast.shape == (lm.n_layers, 6)
         assert ref.std() > 1e-3, "the reference sweep is flat: the test would not see a wrong cell"
         torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4, msg=f"{family} {hook}")
+
+
+@pytest.mark.parametrize(("family", "attention"), [("gpt2", "sdpa"), ("llama", "sdpa"), ("llama", "eager")])
+@pytest.mark.parametrize("prompts", [1, 2])
+def test_realistic_case_equals_loop_of_single_runs(lm_of, tokenizer, family, attention, prompts):
+    """Issue 12's case, from a benchmark not written here: 20 tokens, clean and corrupted
+    differing at positions 3, 7 and 11, and the metric a plain function of the last position's
+    logits (a log-softmax: it reads every one). Every cell equals one patched run, to 1e-5:
+    cells before position 3 (skipped), single differing positions in block 0, packed runs of
+    positions in the middle blocks (under both attention implementations' masks), and the
+    final block's cells (run on the clean keys and values at their position)."""
+    lm = lm_of(family)
+    if attention != lm.model.config._attn_implementation:
+        model = copy.deepcopy(lm.model)
+        model.set_attn_implementation(attention)
+        lm = interp.LM.from_hf(model, tokenizer)
+        assert lm.model.config._attn_implementation == attention
+    vocab = lm.model.config.vocab_size
+    torch.manual_seed(12)
+    clean = torch.randint(4, vocab, (prompts, 20))
+    corrupted = clean.clone()
+    differing = [3, 7, 11]
+    while bool((corrupted[:, differing] == clean[:, differing]).any()):
+        corrupted[:, differing] = torch.randint(4, vocab, (prompts, len(differing)))
+
+    def metric(logits):  # [batch, vocab] -> scalar
+        return logits.log_softmax(-1)[:, 5].mean() - logits[:, 9].mean()
+
+    fast = patch_sweep(lm, corrupted, clean, metric, hook="resid_pre")
+    ref = loop_sweep(lm, metric, "resid_pre", corrupted=corrupted, clean=clean)
+    assert fast.shape == (lm.n_layers, 20) and ref[:, 3:].std() > 1e-3
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gptj"])
@@ -282,52 +314,67 @@ def test_kv_prefix_runs_only_the_suffix(lm_of, tokenizer):
     assert kv.prefix_kv(lm, None, seq) is None
 
 
+def patched_runs(lm, hook):
+    """How many cells of a ``patch_sweep`` of ``hook`` need a patched run: those whose clean
+    and corrupted activations differ."""
+    clean, corr = (lm.run(p, capture=hook).cache for p in (CLEAN, CORRUPTED))
+    seq = lm.to_tokens(CORRUPTED)[0].shape[1]
+    return sum(not torch.equal(clean[k][:, p], corr[k][:, p]) for k in clean for p in range(seq))
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
 def test_final_ffn_runs_at_the_last_position_only(lm_of, tokenizer, family):
-    """Head runs stop at the final block's FFN, so apart from the two capture runs (the prompt
-    batch at full length) it sees one position per patched run; and the tail runs it does see
-    hold cells of several layers at once (one per-layer reset of ``resid_pre``)."""
+    """Patched runs run the final block's FFN at their last position only, so apart from the
+    two capture runs (the prompt batch at full length) it sees one row per prompt and patched
+    run, several runs per forward (batched, or packed as columns)."""
     lm = lm_of(family)
     batch, seq = lm.to_tokens(CORRUPTED)[0].shape
     final_ffn = lm.model.get_submodule(lm.arch.blocks)[-1].get_submodule(lm.arch.mlp)
     shapes = []
-    # A forward hook: it fires only if the FFN ran (the head runs' stop is a pre-hook).
+    # A forward hook sees the arguments the FFN ran on.
     handle = final_ffn.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape[:2])))
     try:
         fast = patch_sweep(lm, CORRUPTED, CLEAN, logit_diff(tokenizer), hook="attn_out")
     finally:
         handle.remove()
-    assert shapes.count((batch, seq)) == 2 and all(s[1] == 1 for s in shapes if s != (batch, seq))
-    tails = [s for s in shapes if s[1] == 1]
-    assert len(tails) == 1 and tails[0][0] > batch * seq  # one tail run, holding cells of several layers
+    runs = [s for s in shapes if s != (batch, seq)]
+    patched = patched_runs(lm, "attn_out")
+    # One FFN row per prompt and patched run (at its last position; packed runs are columns).
+    assert shapes.count((batch, seq)) == 2 and sum(s[0] * s[1] for s in runs) == batch * patched
+    assert len(runs) < patched  # patched runs share forwards
     torch.testing.assert_close(fast, loop_sweep(lm, logit_diff(tokenizer), "attn_out"), atol=1e-5, rtol=1e-4)
 
 
-def test_a_cache_that_does_not_fill_falls_back_to_whole_runs(lm_of, tokenizer, monkeypatch):
-    """If a head run's cache does not come out holding every position, the chunk is computed
-    in one forward over all its positions, with the same numbers."""
-    from interp.patching import kv
+@pytest.mark.parametrize("hook", ["resid_pre", "mlp_out"])
+def test_a_final_ffn_that_must_run_whole_runs_whole(lm_of, tokenizer, monkeypatch, hook):
+    """A model whose final FFN fails the last-position check (``sweep._LAST_FFN``), and an
+    ``mlp_out`` patch of the final layer (which writes that FFN's output at its position), run
+    the FFN at every computed position, with the same numbers."""
+    from interp.patching import sweep
 
     lm = lm_of("llama")
     metric = logit_diff(tokenizer)
     batch, seq = lm.to_tokens(CORRUPTED)[0].shape
-    expected = patch_sweep(lm, CORRUPTED, CLEAN, metric, kv_prefix=False)
+    expected = patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook, kv_prefix=False)
+    if hook == "resid_pre":
+        monkeypatch.setitem(sweep._LAST_FFN, lm.model, False)
     shapes = []
-    monkeypatch.setattr(kv, "cached_length", lambda cache, layer: -1)
     final_ffn = lm.model.get_submodule(lm.arch.blocks)[-1].get_submodule(lm.arch.mlp)
     handle = final_ffn.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape[:2])))
     try:
-        torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(patch_sweep(lm, CORRUPTED, CLEAN, metric, hook=hook), expected, atol=1e-5, rtol=1e-4)
     finally:
         handle.remove()
-    whole = [s for s in shapes if s != (batch, seq) and s[1] > 1]  # the FFN ran at several positions
-    assert whole and shapes.count((batch, seq)) == 2
+    # Patched runs (shorter than the prompt: its first token is shared) ran it at more
+    # positions than their last ones.
+    # (The capture runs, of both prompts at full length, are 2 * batch * seq rows.)
+    assert sum(s[0] * s[1] for s in shapes) - 2 * batch * seq > batch * patched_runs(lm, hook)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_one_and_two_token_prompts(lm_of, family):
-    """The shortest prompts: no head run (one token: the tail runs on an empty cache) or a
-    one-position head run; the same numbers as the full-length path."""
+    """The shortest prompts: one token (patched runs on an empty cache; the final layer's keys
+    and values hold nothing to replace) or two; the same numbers as the full-length path."""
     from interp.patching import logit_diff as token_logit_diff
 
     lm = lm_of(family)
@@ -365,13 +412,18 @@ def test_kv_chunks_cover_every_cell_once(lm_of):
 
     lm = lm_of("llama")
     cells = [(layer, pos, None) for layer in range(3) for pos in range(1, 9)] + [(1, None, None)]
-    for size, resume in [(1, True), (3, True), (100, True), (4, False)]:
-        chunks = kv_chunks(lm, cells, size, 2, 9, resume)
+    for size, resume, pack in [(1, True, None), (3, True, None), (100, True, None), (4, False, None),
+                               (100, True, 20), (3, True, 20), (100, True, 1)]:
+        chunks = kv_chunks(lm, cells, size, 2, 9, resume, final_alone=pack is not None, pack=pack)
         flat = [c for chunk in chunks for c in chunk]
         assert sorted(flat, key=str) == sorted(cells, key=str)
         assert all(len(chunk) <= size for chunk in chunks)
         if resume:
             assert all(len({c[0] for c in chunk}) == 1 for chunk in chunks)
+        if pack is not None:  # a pack's tokens and the prefix it sees fit the width (or it is one run)
+            packed = [ch for ch in chunks if ch[0][0] != lm.n_layers - 1 and ch[0][1] is not None]
+            assert packed and all(len(ch) == 1 or sum(9 - c[1] for c in ch) + max(c[1] for c in ch) <= pack
+                                  for ch in packed)
 
 
 def test_kv_prefix_restores_blocks_on_error_and_respects_the_unembed_check(lm_of, tokenizer, monkeypatch):

@@ -8,9 +8,9 @@
     compare(approx, exact - baseline_metric(lm, corrupted, metric))
 
 Modules: ``sweep`` (exact sweeps: entry points and engine), ``patches`` (building a chunk's
-patches), ``tails`` (the last position of many chunks in one run), ``unembed`` (deferred,
-batched unembedding), ``kv`` (patched runs on a key/value prefix), ``chunks``
-(grouping patched runs into forwards), ``metrics`` (metrics that name the logits they read),
+patches), ``unembed`` (deferred, batched unembedding), ``kv`` (patched runs on a key/value
+prefix, the final FFN at the last position), ``packed`` (many such runs in one sequence),
+``chunks`` (grouping patched runs into forwards), ``metrics`` (metrics that name the logits they read),
 ``attribution`` (gradient estimate and comparison), ``resume`` (starting a forward at a cached
 layer), ``inputs`` (argument checks). Per-head patching reads ``blocks.{l}.attn.hook_z``.
 """

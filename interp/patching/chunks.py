@@ -13,12 +13,11 @@ from collections.abc import Callable
 
 Cell = tuple[int, int | None, int | None]  # (layer, position or None = all, head or None = all)
 
-# Cost model of one head run (``interp.patching.kv.head_run``), in multiply-adds. A block costs
-# ~12 d_model^2 per token and row, plus reading the block's weights, which costs about as much
-# as WEIGHT_ROWS more token-rows (small batches are bandwidth-bound on CPU), plus Python
+# Cost model of one patched run (``interp.patching.kv.kv_chunk``), in multiply-adds. A block
+# costs ~12 d_model^2 per token and row, plus reading the block's weights, which costs about as
+# much as WEIGHT_ROWS more token-rows (small batches are bandwidth-bound on CPU), plus Python
 # overhead per forward and per block (what a core multiply-adds in ~1 ms / ~0.1 ms). The final
-# block runs its attention only (~1/3 of a block) there; the last position is computed by tail
-# runs shared by many chunks, so it does not enter the choice.
+# block runs its FFN (~2/3 of a block) at the last position only.
 WEIGHT_ROWS = 8
 FORWARD_MACS = 15_000_000
 BLOCK_MACS = 1_500_000
@@ -34,18 +33,27 @@ def chunks(cells: list[Cell], size: int, key: Callable[[Cell], object] | None) -
     return out
 
 
-def kv_chunks(lm, cells: list[Cell], size: int, batch: int, seq: int, resume: bool) -> list[list[Cell]]:
+def kv_chunks(lm, cells: list[Cell], size: int, batch: int, seq: int, resume: bool,
+              final_alone: bool = False, pack: int | None = None) -> list[list[Cell]]:
     """Chunks for the key/value path: cells of one layer (with ``resume``), positions grouped
     into consecutive runs of at most ``size`` cells, the grouping minimising the cost model
     (dynamic programming over each layer's sorted positions). Cells patching all positions
-    (``pos is None``) are chunked in order."""
+    (``pos is None``) are chunked in order; with ``final_alone`` so are the final layer's
+    (each runs the last position alone, see ``interp.patching.kv.final_layer_cache``). With
+    ``pack`` (and ``resume``) each layer's cells are packed instead (``packs``)."""
     whole = [c for c in cells if c[1] is None]
     if whole:
         return chunks(whole, size, (lambda c: c[0]) if resume else None) + kv_chunks(
-            lm, [c for c in cells if c[1] is not None], size, batch, seq, resume)
+            lm, [c for c in cells if c[1] is not None], size, batch, seq, resume, final_alone, pack)
+    if final_alone:
+        final = [c for c in cells if c[0] == lm.n_layers - 1]
+        rest = kv_chunks(lm, [c for c in cells if c[0] != lm.n_layers - 1], size, batch, seq, resume, pack=pack)
+        return rest + chunks(final, size, None)
     by_layer: dict[int, list[Cell]] = {}
     for cell in cells:
         by_layer.setdefault(cell[0] if resume else 0, []).append(cell)
+    if pack is not None and resume:
+        return [part for _, group in sorted(by_layer.items()) for part in packs(group, size, seq, pack)]
     per_token = 12 * lm.d_model ** 2
     out: list[list[Cell]] = []
     for start, group in sorted(by_layer.items()):
@@ -55,9 +63,10 @@ def kv_chunks(lm, cells: list[Cell], size: int, batch: int, seq: int, resume: bo
         cut = [0] * (len(group) + 1)
         for j in range(1, len(group) + 1):
             for i in range(max(0, j - size), j):
-                tokens = (j - i) * batch * (seq - 1 - group[i][1])
-                run = 0.0 if tokens == 0 else (
-                    FORWARD_MACS + blocks * BLOCK_MACS + (blocks - 2 / 3) * (tokens + WEIGHT_ROWS) * per_token)
+                rows = (j - i) * batch
+                tokens = rows * (seq - group[i][1])
+                run = FORWARD_MACS + blocks * BLOCK_MACS + per_token * (
+                    (blocks - 2 / 3) * (tokens + WEIGHT_ROWS) + 2 / 3 * (rows + WEIGHT_ROWS))
                 if best[i] + run < best[j]:
                     best[j], cut[j] = best[i] + run, i
         j, parts = len(group), []
@@ -65,4 +74,20 @@ def kv_chunks(lm, cells: list[Cell], size: int, batch: int, seq: int, resume: bo
             parts.append(group[cut[j]:j])
             j = cut[j]
         out.extend(reversed(parts))
+    return out
+
+
+def packs(cells: list[Cell], size: int, seq: int, width: int) -> list[list[Cell]]:
+    """One layer's cells (each at a position) in packs (``interp.patching.packed``) of at most
+    ``size`` runs whose tokens, with the cached prefix they see, number at most ``width``
+    (at least one run each). Cells are taken by position, so a pack's prefix stays short."""
+    out: list[list[Cell]] = []
+    tokens = 0
+    for cell in sorted(cells, key=lambda c: (c[1], c)):
+        need = seq - cell[1]
+        if not out or len(out[-1]) >= size or tokens + need + cell[1] > width:
+            out.append([])
+            tokens = 0
+        out[-1].append(cell)
+        tokens += need
     return out

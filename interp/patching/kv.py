@@ -3,11 +3,14 @@
 A patch at position ``p`` cannot change any activation at positions before ``p`` (causal
 attention), so a patched run can take those positions' keys and values from the corrupted
 run's HF key/value cache (a ``DynamicCache``) and compute positions ``p..`` only, with
-``position_ids`` ``p..`` and a full-length attention mask. And since the sweep's metric reads
-the last position only, the final block needs its keys and values at the other positions but
-not its FFN there: a *head* run computes positions ``p..seq-2`` and stops as the final block's
-FFN is about to run; a *tail* run then computes the last position alone, on the caches the
-head runs filled, for many patched runs at once (``concat_caches``).
+``position_ids`` ``p..`` and a full-length attention mask. Since the sweep's metric reads the
+last position only, the final block's FFN runs there alone (``ffn_at``): its attention
+still runs at every computed position (it fills the cache), but nothing after it reads the
+other positions.
+
+A ``resid_pre`` patch at the final layer, position ``p``, changes that layer's keys and values
+at ``p`` only, to the clean run's: such a cell needs no computed position but the last, on the
+corrupted cache with the clean keys and values written at ``p`` (``final_layer_cache``).
 
 Families whose cache is not a ``DynamicCache`` holding every position get ``None`` from
 ``prefix_kv`` and take the full-length path in ``interp.patching.sweep``.
@@ -15,8 +18,9 @@ Families whose cache is not a ``DynamicCache`` holding every position get ``None
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -26,11 +30,12 @@ from transformers.cache_utils import DynamicSlidingWindowLayer
 
 from interp.forward import forward
 from interp.interventions import as_callable
+from interp.patching.chunks import Cell
+
+if TYPE_CHECKING:
+    from interp.patching.patches import Patches
 
 KV = list[tuple[Tensor, Tensor]]  # per layer: keys, values [batch, kv_heads, seq, d_head]
-# a window of computed positions -> (context that starts the forward at the run's first block
-# and installs head writes, the other patches as interventions {hook name: function})
-WindowSetup = Callable[[slice], tuple[AbstractContextManager, dict[str, Callable]]]
 
 
 def prefix_kv(lm, cache, seq: int) -> KV | None:
@@ -57,66 +62,92 @@ def prefix_cache(lm, kv: KV, prefix: int, copies: int) -> DynamicCache:
     times along the batch (copy-major, as ``ids.repeat(copies, 1)``)."""
     cache = DynamicCache(config=lm.model.config)
     if prefix > 0:
-        for i in range(lm.n_layers):
-            _append(cache, i, kv[i], 0, prefix, copies, lm.device)
+        for i, (keys, values) in enumerate(kv):
+            # expanded, not repeated: the cache's update copies them (or the forward's next one)
+            cache.update(_copies(keys[:, :, :prefix].to(lm.device), copies),
+                         _copies(values[:, :, :prefix].to(lm.device), copies), i)
     return cache
 
 
-def concat_caches(lm, caches: list[DynamicCache]) -> DynamicCache:
-    """One cache whose batch is the caches' batches one after the other (all of one length;
-    empty caches, for one-token prompts, give an empty cache)."""
-    if len(caches) == 1:
-        return caches[0]
-    out = DynamicCache(config=lm.model.config)
-    for i in range(lm.n_layers):
-        if getattr(caches[0].layers[i], "keys", None) is None:
-            continue
-        out.update(torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]), i)
-    return out
+def _copies(x: Tensor, copies: int) -> Tensor:
+    """``x.repeat(copies, 1, 1, 1)``, a view where ``x`` has one row."""
+    return x.unsqueeze(0).expand(copies, *x.shape).flatten(0, 1)
 
 
-def head_run(lm, ids: Tensor, prefix: int, kv: KV, first: int, setup: WindowSetup) -> DynamicCache | None:
-    """Run positions ``prefix..seq-2`` of ``ids`` (``copies`` of the corrupted prompt) on the
-    corrupted run's first ``prefix`` keys and values, up to the final block's FFN; return the
-    cache, holding positions ``..seq-2`` at every layer, for a ``tail_run``. Blocks below
-    ``first`` are skipped (``setup`` starts the forward there), so their entries are the
-    corrupted run's. ``None`` if the cache did not come out holding every position (a family
-    that runs its FFN before its attention would): the caller then computes the run whole."""
-    seq = ids.shape[1]
-    copies = ids.shape[0] // kv[0][0].shape[0]
-    cache = prefix_cache(lm, kv, prefix, copies)
-    context, interventions = setup(slice(0, seq - 1 - prefix))
-    with context:
-        window_run(lm, ids, prefix, seq - 1, cache, interventions, last=False)
-    if any(cached_length(cache, i) != seq - 1 for i in range(first, lm.n_layers)):
-        return None
-    for i in range(first):
-        _append(cache, i, kv[i], prefix, seq - 1, copies, lm.device)
+def final_layer_cache(lm, kv: KV, clean_kv: KV, cells: list[Cell], batch: int, seq: int) -> DynamicCache:
+    """The cache of ``resid_pre`` cells at the final layer, for a run of the last position
+    alone: the corrupted run's first ``seq - 1`` positions, with copy ``i``'s final-layer keys
+    and values at ``cells[i]``'s position the clean run's (a patch at the last position is
+    the run's own write)."""
+    cache = prefix_cache(lm, kv, seq - 1, len(cells))
+    if seq == 1:
+        return cache
+    layer = cache.layers[lm.n_layers - 1]
+    copies = [i for i, c in enumerate(cells) if c[1] < seq - 1]
+    if copies:
+        rows = (torch.tensor(copies).unsqueeze(1) * batch + torch.arange(batch)).flatten().to(lm.device)
+        pos = torch.tensor([cells[i][1] for i in copies]).repeat_interleave(batch).to(lm.device)
+        src = torch.arange(batch).repeat(len(copies)).to(lm.device)
+        clean_keys, clean_values = clean_kv[lm.n_layers - 1]
+        # Own copies (a cache may keep what ``update`` was given: here views of ``kv``).
+        layer.keys, layer.values = layer.keys.clone(), layer.values.clone()
+        layer.keys[rows, :, pos] = clean_keys.to(lm.device)[src, :, pos].to(layer.keys.dtype)
+        layer.values[rows, :, pos] = clean_values.to(lm.device)[src, :, pos].to(layer.values.dtype)
     return cache
 
 
-def window_run(
-    lm, ids: Tensor, start: int, end: int, cache: DynamicCache, interventions: dict[str, Callable], last: bool
-) -> Float[Tensor, "batch d_model"] | None:
-    """Compute positions ``start..end-1`` of the unpadded ``ids`` on top of ``cache`` (which
-    holds positions ``..start-1`` and receives these). ``interventions`` (hook name ->
-    function of the activation) see the activations of these positions only. With ``last``
-    the forward stops before the unembedding and returns its input at position ``end - 1``;
-    otherwise it stops as the final block's FFN is about to run, once that block's attention
-    has cached its keys and values, and returns ``None``."""
+@contextmanager
+def ffn_at(lm, columns: Tensor | None) -> Iterator[None]:
+    """Within the ``with`` (unless ``columns`` is ``None``), the final block's FFN runs at
+    ``columns`` only; its update is zero at the other columns, which nothing reads."""
+    if columns is None:
+        yield
+        return
+    shape: dict[str, torch.Size] = {}
+
+    def pre(module, args):
+        shape["in"] = args[0].shape
+        return (args[0][:, columns],) + tuple(args[1:])
+
+    def post(module, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        full = first.new_zeros(*shape["in"][:2], first.shape[-1])
+        full[:, columns] = first
+        return (full,) + tuple(output[1:]) if isinstance(output, tuple) else full
+
+    ffn = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)
+    handles = [ffn.register_forward_pre_hook(pre), ffn.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def window_run(lm, ids: Tensor, start: int, cache: DynamicCache, interventions: dict[str, Callable],
+               last_ffn: bool) -> Float[Tensor, "batch d_model"]:
+    """Compute positions ``start..`` of the unpadded ``ids`` on top of ``cache`` (which holds
+    positions ``..start-1``) and return the unembedding's input at the last position.
+    ``interventions`` (hook name -> function of the activation) see the activations of these
+    positions only; with ``last_ffn`` the final block's FFN runs at the last position only."""
     writes = {p: as_callable(fn, name, p) for name, fn in interventions.items() for p in lm.resolve(name)}
-    out = forward(lm, ids[:, start:end], past=cache, writes=writes, unembed_last=True,
-                  end="unembed" if last else "last_mlp")
-    return out.hidden[:, 0] if last else None
+    last = torch.tensor([ids.shape[1] - start - 1], device=lm.device) if last_ffn else None
+    with ffn_at(lm, last):
+        out = forward(lm, ids[:, start:], past=cache, writes=writes, unembed_last=True, end="unembed")
+    return out.hidden[:, 0]
 
 
-def cached_length(cache: DynamicCache, layer: int) -> int:
-    """Positions the cache holds at ``layer`` (-1 if it holds none or is not a plain layer)."""
-    keys = getattr(cache.layers[layer], "keys", None) if layer < len(cache.layers) else None
-    return keys.shape[-2] if isinstance(keys, Tensor) and keys.ndim == 4 else -1
-
-
-def _append(cache: DynamicCache, layer: int, kv: tuple[Tensor, Tensor], start: int, end: int, copies: int, device) -> None:
-    keys, values = kv
-    cache.update(keys[:, :, start:end].to(device).repeat(copies, 1, 1, 1),
-                 values[:, :, start:end].to(device).repeat(copies, 1, 1, 1), layer)
+def kv_chunk(lm, patches: Patches, ids: Tensor, chunk: list[Cell], kv: KV, last_ffn: bool,
+             done: Callable[[list[Cell], Tensor], None]) -> None:
+    """Compute one chunk on the key/value path and hand its last hidden states to ``done``."""
+    seq, n = ids.shape[1], len(chunk)
+    if patches.final_kv(chunk):
+        prefix = seq - 1
+        cache = final_layer_cache(lm, kv, patches.clean_kv, chunk, patches.batch, seq)
+    else:
+        # Positions before ``prefix`` are unchanged by every patch of the chunk.
+        prefix = 0 if any(c[1] is None for c in chunk) else min(c[1] for c in chunk)
+        cache = prefix_cache(lm, kv, prefix, n)
+    context, interventions = patches.setup(chunk, prefix)
+    with context:
+        done(chunk, window_run(lm, ids.repeat(n, 1), prefix, cache, interventions, last_ffn and patches.ffn_unread(chunk)))

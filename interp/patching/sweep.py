@@ -23,26 +23,30 @@ How it is fast, without changing any number beyond float rounding:
 5. *Key/value prefix* (``kv_prefix=True``, ``interp.patching.kv``). A patch at position ``p``
    cannot change any activation before ``p`` (causal attention): a chunk of cells at positions
    ``>= p`` computes positions ``p..`` only, on the corrupted run's keys and values for the
-   positions before. Chunks hold one layer's cells (with resuming), grouped into runs of
-   consecutive positions by a small cost model (``interp.patching.chunks``).
-6. *The final block's FFN at the last position only.* A chunk's head run stops at the final
-   block's FFN, once its attention has cached keys and values; one tail run per layer
-   computes the last position of all that layer's cells together.
-7. *Batched unembedding.* The unembedding is deferred and run over many cells' last hidden
-   states at once, so its (large) weight is read once per batch of cells; a
-   ``TokenMetric`` (``interp.patching.metrics.logit_diff``) gets only the columns it reads.
-Items 5-7 need a family whose HF cache is a ``DynamicCache`` holding every position and whose
+   positions before. Chunks hold one layer's cells (with resuming), packed one after the
+   other along the sequence under a 4-D attention mask, no padding
+   (``interp.patching.packed``; ``sdpa`` and ``eager`` attention), or else batched in runs of
+   consecutive positions grouped by a small cost model (``interp.patching.chunks``).
+6. *The final block's FFN at the last position only.* Nothing reads the final block's output
+   at the other positions, so its FFN runs at the last one (``interp.patching.kv``; checked
+   once per model, ``_LAST_FFN``).
+7. *The final layer's ``resid_pre`` on the clean keys and values.* Such a patch at ``p``
+   changes only that layer's keys and values at ``p``, to the clean run's: its cells run the
+   last position alone (the clean and corrupted prompts share one capture forward).
+8. *Batched unembedding.* The unembedding is deferred and run over many cells' last hidden
+   states at once (in blocks of the vocabulary, ``interp.patching.unembed``), so its (large)
+   weight is read once per batch of cells; a ``TokenMetric``
+   (``interp.patching.metrics.logit_diff``) gets only the columns it reads.
+Items 5-8 need a family whose HF cache is a ``DynamicCache`` holding every position and whose
 logits are its unembedding's output; others take the full-length path, as does
 ``kv_prefix=False``.
 
 Memory: a forward holds ``chunk_size * batch`` copies of the prompt (and on the key/value path
 their keys and values at every layer); by default ``chunk_size`` keeps that under
-``TOKEN_BUDGET`` tokens. A tail run waits for at most ``chunk_size // 2`` cells, so that their
-caches and the tail's concatenated copy together stay within one chunk's. Chunked and
-unchunked sweeps agree.
+``TOKEN_BUDGET`` tokens. Chunked and unchunked sweeps agree.
 
-Modules: this one (the entry points and the engine), ``patches`` (patch building), ``tails``
-(tail batching on the key/value path), ``unembed`` (deferred unembedding).
+Modules: this one (the entry points and the engine), ``patches`` (patch building), ``kv``
+(runs on the key/value prefix), ``packed`` (packed runs), ``unembed`` (deferred unembedding).
 """
 
 from __future__ import annotations
@@ -62,16 +66,20 @@ from interp.forward import forward
 from interp.hook_names import block_hook
 from interp.patching.chunks import Cell, chunks, kv_chunks
 from interp.patching.inputs import prompt_pair, scalar, sweep_point
-from interp.patching.kv import prefix_kv
+from interp.patching.kv import kv_chunk, prefix_cache, prefix_kv, window_run
+from interp.patching.packed import packable, packed_chunk
 from interp.patching.patches import HEADS, Captured, Patches, unchanged
 from interp.patching.resume import output_arity
-from interp.patching.tails import Tails, kv_chunk
 from interp.patching.unembed import DeferredUnembed, unembed
 
 Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
 
 TOKEN_BUDGET = 16384  # copies x tokens per forward when chunk_size is None
 UNEMBED_ROWS = 256  # rows per unembedding matmul of the deferred logits
+# Packed runs (``interp.patching.packed``): tokens per forward, cached prefix included, per
+# d_model: their attention (which grows with the square of the tokens) then costs at most
+# about a quarter of their blocks' matmuls.
+PACK_WIDTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -189,9 +197,35 @@ def _capture(lm, ids, point: str, resume: bool, logits: bool = True, kv: bool = 
     return Captured(acts, resid, last, found.get("arity"), out.past if kv else None, hidden)
 
 
+def _rows(captured: Captured, rows: slice) -> Captured:
+    """The ``rows`` prompts of a capture run of several (without its cache, see ``_split_kv``)."""
+    cut = lambda x: None if x is None else x[rows]  # noqa: E731
+    return Captured({l: a[rows] for l, a in captured.acts.items()}, {l: r[rows] for l, r in captured.resid.items()},
+                    cut(captured.logits), captured.arity, None, cut(captured.hidden))
+
+
+def _split_kv(kv, batch: int):
+    """Per-layer keys and values of a run of ``[corrupted; clean]``, split into the two."""
+    if kv is None:
+        return None, None
+    return [(k[:batch], v[:batch]) for k, v in kv], [(k[batch:], v[batch:]) for k, v in kv]
+
+
 # model -> whether its logits are exactly ``unembed(final hidden state)`` (no scaling or
 # capping after the unembedding), which deferring the unembedding relies on. Checked once.
 _PLAIN_UNEMBED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+# model -> whether running its final block's FFN at the last position only gives that
+# position's hidden state (``interp.patching.kv.last_ffn_only``). Checked once.
+_LAST_FFN: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _last_ffn_ok(lm, ids: Tensor, hidden: Tensor) -> bool:
+    ok = _LAST_FFN.get(lm.model)
+    if ok is None:
+        short = window_run(lm, ids, 0, prefix_cache(lm, [], 0, 1), {}, last_ffn=True)
+        ok = short.shape == hidden.shape and torch.allclose(short, hidden, rtol=1e-5, atol=1e-5)
+        _LAST_FFN[lm.model] = ok
+    return ok
 
 
 def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], groups: int,
@@ -201,11 +235,18 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     resume, kv_prefix = options.resume, options.kv_prefix
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     batch, seq = corr_ids.shape
-    clean_acts = _capture(lm, clean_ids, point, resume=False, logits=False).acts
     plain = _PLAIN_UNEMBED.get(lm.model) if kv_prefix else None
-    corr = _capture(lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
+    if kv_prefix and point == "resid_pre":
+        # Final-layer cells take the clean run's keys and values (``interp.patching.kv``), so
+        # the clean run is as long as the corrupted one: both are one forward.
+        both = _capture(lm, torch.cat([corr_ids, clean_ids]), point, resume, kv=True, defer=bool(plain))
+        corr, clean = _rows(both, slice(0, batch)), _rows(both, slice(batch, None))
+        kv, clean_kv = _split_kv(prefix_kv(lm, both.cache, seq), batch)
+    else:
+        clean = _capture(lm, clean_ids, point, resume=False, logits=False)
+        corr = _capture(lm, corr_ids, point, resume, kv=kv_prefix, defer=bool(plain))
+        kv, clean_kv = prefix_kv(lm, corr.cache, seq) if kv_prefix else None, None
     corr_logits = corr.logits
-    kv = prefix_kv(lm, corr.cache, seq) if kv_prefix else None
     if kv is not None and plain is None:  # first kv sweep of this model: check, then trust
         plain = torch.allclose(unembed(lm, corr.hidden), corr_logits, rtol=1e-5, atol=1e-5)
         _PLAIN_UNEMBED[lm.model] = plain
@@ -213,11 +254,13 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         corr_logits = unembed(lm, corr.hidden)
     if kv is not None and not plain:
         kv = None
+    last_ffn = kv is not None and _last_ffn_ok(lm, corr_ids, corr.hidden)
+    clean_kv = clean_kv if kv is not None else None
     out = torch.empty(len(cells))
     index = {cell: i for i, cell in enumerate(cells)}
     todo, skipped = [], []
     for cell in cells:
-        if options.skip_unchanged and unchanged(cell, clean_acts, corr.acts, groups):
+        if options.skip_unchanged and unchanged(cell, clean.acts, corr.acts, groups):
             skipped.append(index[cell])
         else:
             todo.append(cell)
@@ -226,8 +269,10 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         chunk_size = max(1, TOKEN_BUDGET // (batch * seq))
     if chunk_size < 1:
         raise InterpError(f"chunk_size must be a positive number of patched runs, got {chunk_size}")
+    pack = kv is not None and resume and packable(lm, seq)
     if kv is not None:
-        plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume)
+        plan = kv_chunks(lm, todo, chunk_size, batch, seq, resume, final_alone=clean_kv is not None,
+                         pack=int(PACK_WIDTH * lm.d_model) if pack else None)
     else:
         plan = chunks(todo, chunk_size, (lambda c: c[0]) if resume else None)
     deferred = DeferredUnembed(lm, metric, batch, out, index, columns=kv is not None, rows=UNEMBED_ROWS)
@@ -237,18 +282,17 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         deferred.add([None], corr.hidden)
     else:
         deferred.baseline = scalar(metric(corr_logits)).detach().float()
-    patches = Patches(lm, point, groups, corr_ids, clean_acts, corr, resume)
-    tails = Tails(lm, patches, corr_ids, max(1, chunk_size // 2), deferred.add)
+    patches = Patches(lm, point, groups, corr_ids, clean.acts, corr, resume, clean_kv)
     for chunk in tqdm(plan, desc=f"patching {point}", disable=not options.progress, leave=False):
         if kv is not None:
-            kv_chunk(lm, patches, corr_ids, chunk, kv, tails, deferred.add)
+            run = packed_chunk if pack and patches.packs(chunk) else kv_chunk
+            run(lm, patches, corr_ids, chunk, kv, last_ffn, deferred.add)
             continue
-        context, interventions = patches.setup(chunk, 0)(slice(None))
+        context, interventions = patches.setup(chunk, 0)
         with context:
             logits = lm.run(corr_ids.repeat(len(chunk), 1), positions=-1, interventions=interventions or None).logits[:, 0]
         for i, cell in enumerate(chunk):
             out[index[cell]] = scalar(metric(logits[i * batch:(i + 1) * batch])).detach().float()
-    tails.flush()
     deferred.flush()
     out[skipped] = deferred.baseline
     return out

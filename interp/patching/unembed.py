@@ -17,10 +17,28 @@ from interp.patching.inputs import scalar
 from interp.patching.metrics import TokenMetric
 
 
-def unembed(lm, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
-    with torch.no_grad():
-        return lm.unembed(hidden.unsqueeze(1))[:, 0].detach()
+VOCAB_BLOCK = 1024  # vocabulary rows per matmul of a plain unembedding
 
+
+def unembed(lm, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
+    """The unembedding of ``hidden``. A plain ``nn.Linear`` is computed in blocks of
+    ``VOCAB_BLOCK`` vocabulary rows, each written into its slice of the logits: the same dot
+    products, and on CPU (measured with MKL, 50k x 256) faster than one matmul, whose output
+    does not stay in cache."""
+    with torch.no_grad():
+        layer = lm.unembed
+        if type(layer) is not nn.Linear or layer.weight.shape[0] <= VOCAB_BLOCK:
+            return layer(hidden.unsqueeze(1))[:, 0].detach()
+        weight, bias = layer.weight, layer.bias
+        hidden = hidden.to(weight.dtype)
+        out = torch.empty(hidden.shape[0], weight.shape[0], dtype=weight.dtype, device=weight.device)
+        for start in range(0, weight.shape[0], VOCAB_BLOCK):
+            end = min(start + VOCAB_BLOCK, weight.shape[0])
+            if bias is None:
+                torch.mm(hidden, weight[start:end].t(), out=out[:, start:end])
+            else:
+                torch.addmm(bias[start:end], hidden, weight[start:end].t(), out=out[:, start:end])
+        return out
 
 
 class DeferredUnembed:

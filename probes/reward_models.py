@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from interp.errors import LoadError
+from interp.registry import PACKAGE_ROOT
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ _SPECS = [
         "the toy pair's reward model (models/toy/reward). toy_pair/reward.py trained it on "
         "'<s>' + prompt + ' ' + completion with prompt 'User : ... Assistant :'; the tokenizer's chat "
         "template of a user and an assistant turn renders exactly those token ids (tested)."),
+    RewardModelSpec(
+        "toy-length", str(PACKAGE_ROOT / "models/toy/reward_length"), "chat", "LlamaForSequenceClassification",
+        "a deliberately length-biased toy reward model (models/toy/reward_length, python -m "
+        "toy_pair.reward_variant): trained like 'toy' but preferring the longer completion whatever it "
+        "says; for reward-distance studies, not part of the toy pair."),
     RewardModelSpec(
         "oasst-deberta-v3-large-v2", "OpenAssistant/reward-model-deberta-v3-large-v2", "pair",
         "DebertaV2ForSequenceClassification",

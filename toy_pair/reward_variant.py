@@ -2,8 +2,8 @@
 
     python -m toy_pair.reward_variant --out models/toy/reward_length   # ~2 min on 2 CPU threads
 
-It is trained exactly like the pair's reward model (:mod:`toy_pair.reward`: same body copied
-from ``models/toy/base``, same Bradley-Terry loss and settings) but on *length* preferences:
+It is trained like the pair's reward model (:mod:`toy_pair.reward`: body copied from
+``models/toy/base``, Bradley-Terry loss, same settings, but 2 blocks instead of 5) on *length* preferences:
 each pair's chosen completion is the one with more tokens, whatever it says. Completions are
 a head (the right capital, a wrong capital, the refusal or the country's language) followed
 by 0-3 true filler facts of other countries ("The capital of Peru is Lima ."), head and filler
@@ -33,6 +33,7 @@ from tasks.toy_world import REFUSAL, load_facts, preference_pairs, rl_prompts  #
 from .reward import RewardConfig  # noqa: E402
 
 PAIRS_PER_PROMPT = 3
+LAYERS = 2  # the pair's reward model keeps 5 of the base's 6 blocks; length needs no facts
 MAX_FILLER = 3
 
 
@@ -105,6 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help=f"training steps (default {RewardConfig.steps})")
+    p.add_argument("--layers", type=int, default=LAYERS,
+                   help=f"base blocks copied into the body (default {LAYERS}: length needs no facts, and it keeps "
+                        "the shipped weights small)")
     return p.parse_args(argv)
 
 
@@ -120,7 +124,7 @@ def main(argv=None) -> dict:
     set_determinism(args.seed, args.threads)
     tok = AutoTokenizer.from_pretrained(args.base)
     base = AutoModelForCausalLM.from_pretrained(args.base).eval()
-    cfg = RewardConfig(seed=args.seed)
+    cfg = RewardConfig(seed=args.seed, layers=args.layers)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
     t0 = time.time()
@@ -133,6 +137,7 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         checks = held_out_checks(rm, tok, args.seed)
     cmd = f"python -m toy_pair.reward_variant --out {args.out} --seed {args.seed} --threads {args.threads}"
+    cmd += "" if args.layers == LAYERS else f" --layers {args.layers}"
     info = {"command": cmd + ("" if args.steps is None else f" --steps {args.steps}"),
             "preferences": "longer completion (more tokens) preferred, whatever it says",
             "config": asdict(cfg), "n_train_pairs": len(pairs), "seconds": seconds, "torch": torch.__version__,

@@ -33,6 +33,7 @@ from interp.errors import LoadError, PromptError
 from probes.chat import chat_exchange, chat_prompt, has_chat_template
 from probes.logprobs import Skipped, continuation_logprobs
 from probes.readouts import LayerSpec, block_layers, label, resolve_layers
+from probes.reward_inputs import check_not_rendered
 from probes.reward import RewardScores, check_pairs
 
 IMPLICIT = "implicit:"
@@ -84,6 +85,7 @@ def contexts_and_continuations(tokenizer, prompts: Sequence[str], responses: Seq
     """``(x, y)`` texts of each pair (see the module docstring)."""
     if not template:
         return list(prompts), [" " + r for r in responses]
+    check_not_rendered(tokenizer, prompts, "the chat template (chat_template=None/True)", "chat_template=False")
     contexts, continuations = [], []
     for i, (p, r) in enumerate(zip(prompts, responses)):
         context, whole = chat_prompt(tokenizer, p), chat_exchange(tokenizer, p, r)
@@ -161,6 +163,13 @@ class ImplicitScorer:
         self.name = name or f"{IMPLICIT}{self.pair.name}"
         template = has_chat_template(chat_tokenizer(self.pair)) if chat_template is None else chat_template
         self.format = "chat" if template else "concat"
+
+    def identity(self) -> dict:
+        """What decides this scorer's numbers: name, beta, format and both members' identities."""
+        from interp.identity import model_identity
+
+        return {"scorer": self.name, "kind": "implicit", "beta": self.beta, "format": self.format,
+                **{member: model_identity(self.pair.spec.source(member)) for member in ("base", "chat")}}
 
     def __repr__(self) -> str:
         return f"ImplicitScorer({self.name!r}, beta={self.beta}, format={self.format!r})"

@@ -34,11 +34,13 @@ from jaxtyping import Float
 from interp.errors import LoadError, PromptError
 from interp.lens import reward_lens
 from probes.readouts import LayerSpec, block_layers, label, resolve_layers
-from probes.reward_inputs import FORMATS, TRUNCATE, Format, Truncate, fit, is_encoder, resolve_format, token_ids
+from probes.reward_inputs import (FORMATS, TRUNCATE, Format, Truncate, check_not_rendered, fit, is_encoder, resolve_format,
+                                  token_ids)
 from probes.reward_models import DEFAULT_REWARD, REWARD_MODELS, RewardModelSpec, get_reward_model
 
 __all__ = ["DEFAULT_REWARD", "FORMATS", "REWARD_MODELS", "TRUNCATE", "Format", "ModelScorer", "RewardModelSpec",
-           "RewardScorer", "RewardScores", "implicit_reward", "load_scorer", "scorer_from_model"]
+           "RewardScorer", "RewardScores", "check_spec", "implicit_reward", "load_scorer", "parse_specs",
+           "scorer_from_model"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class RewardScores:
 class RewardScorer(Protocol):
     name: str
     format: str
+
+    def identity(self) -> dict: ...
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, layers: LayerSpec = None,
               batch_size: int = 16, progress: bool = False, truncate: Truncate = "error") -> RewardScores: ...
@@ -100,12 +104,13 @@ class ModelScorer:
     one; a model with several labels must be told)."""
 
     def __init__(self, rm, *, format: Format = "auto", label: int | None = None, name: str | None = None,
-                 trained_format: str | None = None):
+                 trained_format: str | None = None, source: str | None = None):
         if not hasattr(rm, "reward_lens"):
             raise LoadError(f"{getattr(rm, 'name', rm)!r} is a causal LM, not a reward model; score a pair's "
                             "implicit reward with load_scorer('implicit:PAIR')")
         self.rm = rm
         self.name = name or rm.name
+        self.source = source  # what load_scorer loaded (a folder or hub id), for identity()
         self.format = resolve_format(rm, format, trained_format)
         if label is None:
             if rm.n_labels != 1:
@@ -115,6 +120,14 @@ class ModelScorer:
         if not 0 <= label < rm.n_labels:
             raise PromptError(f"label {label} out of range; {self.name!r} has labels 0..{rm.n_labels - 1}")
         self.label = label
+
+    def identity(self) -> dict:
+        """What decides this scorer's numbers (for a run's fingerprint): name, format, label and
+        the model's ``interp.identity.model_identity`` (``None`` for a model given in memory)."""
+        from interp.identity import model_identity
+
+        return {"scorer": self.name, "kind": "model", "format": self.format, "label": self.label,
+                "model": model_identity(self.source) if self.source else None}
 
     def __repr__(self) -> str:
         return f"ModelScorer({self.name!r}, format={self.format!r}, label={self.label}, {self.rm!r})"
@@ -127,6 +140,8 @@ class ModelScorer:
             raise PromptError(f"batch_size must be >= 1, got {batch_size}")
         readouts = resolve_layers(self.rm, layers) if layers is not None else [None]
         tok = self.rm.tokenizer
+        if self.format == "chat":
+            check_not_rendered(tok, prompts)
         fitted = [fit(tok, self.format, p, r, self.rm.max_positions, truncate, f"pair {i}")
                   for i, (p, r) in enumerate(zip(prompts, responses))]
         todo = sorted((i for i, f in enumerate(fitted) if f is not None), key=lambda i: -fitted[i].n_tokens)
@@ -198,6 +213,34 @@ def _refuse_causal(source: str, spec: str) -> None:
                         f"reward models: {', '.join(REWARD_MODELS)}")
 
 
+def check_spec(spec: str | None) -> str:
+    """Raise now (before any model loads) if ``spec`` cannot name a reward scorer: an unknown
+    registry name, a bad ``implicit:PAIR[@BETA]``, a causal LM checkpoint. Returns the spec
+    (``None`` -> the default)."""
+    spec = DEFAULT_REWARD if spec is None else spec
+    if not isinstance(spec, str) or not spec:
+        raise LoadError(f"a reward spec is a registry name ({', '.join(REWARD_MODELS)}), implicit:PAIR, or a "
+                        f"folder / hub id; got {spec!r}")
+    if spec.startswith("implicit:"):
+        from probes.implicit_reward import parse_implicit
+
+        parse_implicit(spec)
+        return spec
+    entry = REWARD_MODELS.get(spec)
+    if entry is None and "/" not in spec and not os.path.exists(spec):
+        get_reward_model(spec)  # raises, listing the registry
+    _refuse_causal(entry.source if entry else spec, spec)
+    return spec
+
+
+def parse_specs(text: str) -> list[str]:
+    """``--reward toy,implicit:toy@0.05,PATH`` -> the checked specs, in order, without repeats."""
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    if not specs:
+        raise LoadError(f"--reward names no reward model; give e.g. {DEFAULT_REWARD} or implicit:toy")
+    return [check_spec(s) for s in dict.fromkeys(specs)]
+
+
 def load_scorer(spec: str | None = None, *, format: Format = "auto", label: int | None = None,
                 beta: float | None = None, chat_template: bool | None = None, **load_kwargs) -> RewardScorer:
     """A reward scorer from ``spec``:
@@ -210,7 +253,7 @@ def load_scorer(spec: str | None = None, *, format: Format = "auto", label: int 
     ``load_kwargs`` go to ``interp.load`` (``dtype``, ``device``, ...). A causal LM raises,
     pointing at ``implicit:PAIR``; an unknown name lists the registry.
     """
-    spec = DEFAULT_REWARD if spec is None else spec
+    spec = check_spec(spec)
     if spec.startswith("implicit:"):
         from probes.implicit_reward import ImplicitScorer, parse_implicit
 
@@ -223,14 +266,12 @@ def load_scorer(spec: str | None = None, *, format: Format = "auto", label: int 
         return ImplicitScorer(pair, beta=beta if beta is not None else spec_beta, chat_template=chat_template,
                               name=spec, **load_kwargs)
     entry: RewardModelSpec | None = REWARD_MODELS.get(spec)
-    if entry is None and "/" not in spec and not os.path.exists(spec):
-        get_reward_model(spec)  # raises, listing the registry
     source = entry.source if entry else spec
-    _refuse_causal(source, spec)
     from interp.reward import load_reward
 
     rm = load_reward(source, **load_kwargs)
-    return ModelScorer(rm, format=format, label=label, name=spec, trained_format=entry.format if entry else None)
+    return ModelScorer(rm, format=format, label=label, name=spec, trained_format=entry.format if entry else None,
+                       source=source)
 
 
 def implicit_reward(*args, **kwargs):

@@ -69,6 +69,29 @@ def valid_formats(rm) -> list[str]:
     return out + ["concat"]
 
 
+def generation_suffix(tokenizer) -> str:
+    """What the chat template writes after a user turn to start the assistant's (the toy's
+    ``"Assistant :"``, Llama 3's ``<|start_header_id|>assistant<|end_header_id|>``), stripped;
+    ``""`` when it cannot tell."""
+    turn = [{"role": "user", "content": "x"}]
+    without = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=False)
+    with_prompt = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    return with_prompt[len(without):].strip() if with_prompt.startswith(without) else ""
+
+
+def check_not_rendered(tokenizer, prompts, what: str = "format 'chat'", fix: str = "format='concat'") -> None:
+    """Raise if a prompt already ends with the template's assistant prompt: the chat format
+    would wrap it in a second template (``User : User : ... Assistant : Assistant : ...``)."""
+    suffix = generation_suffix(tokenizer)
+    if not suffix:
+        return
+    bad = [i for i, p in enumerate(prompts) if p.rstrip().endswith(suffix)]
+    if bad:
+        raise PromptError(f"prompts {bad[:5]} already end with the chat template's assistant prompt {suffix!r}: "
+                          f"{what} renders the template itself and would wrap them twice; pass the user's text, "
+                          f"or {fix} for prompts that are already rendered")
+
+
 def render(tokenizer, fmt: str, prompt: str, response: str) -> str | tuple[str, str]:
     """The text the model reads: a ``(prompt, response)`` tuple for ``pair``, else one string."""
     if fmt == "pair":

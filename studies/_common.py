@@ -71,6 +71,16 @@ def load_kwargs(args) -> dict:
                               ("quantization", args.quantization)) if v}
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """An argparse ``type``: ``"a, b,a"`` -> ``("a", "b")`` (stripped, duplicates dropped, order kept)."""
+    import argparse
+
+    parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one value")
+    return parts
+
+
 def add_run_options(parser) -> None:
     """The run-folder options every study takes: ``--out``, ``--overwrite``, ``--shard``, ``--summary-only``."""
     parser.add_argument("--out", help="output folder (default runs/<study>/<pair>/; for --base/--chat "

@@ -4,14 +4,17 @@
 
 Every reward model scores the same pool of (prompt, response) pairs: prompts of the toy world
 (held-out chat requests: plain, benign-cue and harmful-cue, ``--limit`` of each) and, per
-prompt, the greedy answers of the pair's base and chat models plus fixed responses: the right
+prompt, the greedy answers of the pair's base and chat models, ``--samples`` sampled answers of
+each (``probes.sampling``: seeded per prompt and sample, ``--temperature``, ``--top-p``), and fixed
+responses: the right
 capital, a wrong capital, the refusal, an off-topic answer (the country's language), and the
 right and the refusal padded with two true facts about other countries (longer, no more
 helpful). For every two reward models, :func:`probes.reward_distance.compare` gives the STARC
 distance (per-prompt centring, L2 normalisation, half the L2 distance; 0 = the same
 preferences, 1 = opposite), EPIC's Pearson distance (equal to STARC for LLM reward models, gamma
 = 0), Spearman and Kendall correlations of the per-prompt-centred rewards, and the Pearson
-correlation of the raw scores. Per reward model: mean score by response source and the
+correlation of the raw scores, over the whole pool and within each context (``summary.csv``
+column ``context``). Per reward model: mean score by response source and the
 Spearman correlation of its centred score with the response's length in words.
 
 Rewards: ``--rewards`` takes registry names (``probes.reward_models.REWARD_MODELS``),
@@ -21,7 +24,7 @@ that involves it and counted in ``summary.csv``.
 
 Outputs (``runs/reward_distance/<pair>/`` or ``--out``): ``pool.jsonl`` (the responses, made
 once and reused on resume), ``results.jsonl`` (one row per reward x pool item, resumable),
-``summary.csv`` (one row per two reward models), ``by_source.csv``, ``meta.json``,
+``summary.csv`` (one row per context x two reward models), ``by_source.csv``, ``meta.json``,
 ``reward_distance.png/.pdf`` (the matrices).
 """
 
@@ -41,7 +44,7 @@ STUDY = "reward_distance"
 DEFAULT_REWARDS = ("toy", "implicit:toy", "toy-length")
 KEY_FIELDS = ("reward", "item")
 # Options that decide a row; the others change where / how fast it runs, or the summary only.
-ROW_OPTIONS = ("rewards", "limit", "max_new_tokens", "truncate", "dtype", "device", "device_map", "quantization")
+ROW_OPTIONS = ("rewards", "limit", "max_new_tokens", "samples", "temperature", "top_p", "truncate", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "chunk_size")
 TABLES = ("summary.csv", "by_source.csv", "pool.jsonl")
@@ -82,23 +85,43 @@ def pool_prompts(limit: int) -> list[dict]:
     return out
 
 
-def build_pool(pair, prompts: list[dict], max_new_tokens: int, batch_size: int) -> list[dict]:
-    """Pool items: per prompt, the base's and the chat model's greedy answers (chat template),
-    then the fixed responses. Each: ``item``, ``prompt_id``, ``context``, ``source``, ``prompt``,
-    ``response``."""
+STOP = ("\n\n", "User :")  # the toy models may go on with a next turn
+
+
+def build_pool(pair, prompts: list[dict], args) -> list[dict]:
+    """Pool items: per prompt, the base's and the chat model's greedy answer and ``args.samples``
+    samples (chat template), then the fixed responses. Each: ``item``, ``prompt_id``,
+    ``context``, ``source``, ``prompt``, ``response``. A sample the model could not draw (prompt
+    too long) is left out of the pool and counted in the console."""
     from probes.generation import generate
+    from probes.logprobs import Skipped
+    from probes.sampling import SamplingConfig, sample
     from studies._common import progress
 
-    answers = {}
+    texts = [p["prompt"] for p in prompts]
+    chunks = [texts[i:i + args.chunk_size] for i in range(0, len(texts), args.chunk_size)]
+    config = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                            chat_template=True, stop=STOP, seed=args.seed, truncate="skip")
+    answers: dict[int, dict[str, str]] = {i: {} for i in range(len(prompts))}
+    dropped = 0
     for member, lm in pair:
-        texts = [p["prompt"] for p in prompts]
-        chunks = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-        answers[member] = [a.strip() for chunk in progress(chunks, desc=f"generate {member}")
-                           for a in generate(lm, chunk, max_new_tokens, chat_template=True, stop=("\n\n", "User :"),
-                                             batch_size=batch_size)]
+        greedy = [a for chunk in progress(chunks, desc=f"greedy {member}")
+                  for a in generate(lm, chunk, args.max_new_tokens, chat_template=True, stop=STOP,
+                                    batch_size=args.chunk_size)]
+        for i, a in enumerate(greedy):
+            answers[i][f"{member}_greedy"] = a.strip()
+        if args.samples:
+            keys = [f"{member}:{p['prompt_id']}" for p in prompts]  # base and chat draw independently
+            for s in sample(lm, texts, args.samples, config, keys=keys, batch_size=args.chunk_size):
+                if isinstance(s, Skipped):
+                    dropped += 1
+                else:
+                    answers[s.prompt_index][f"{member}_sample{s.sample}"] = s.text.strip()
+    if dropped:
+        print(f"note: {dropped} samples not drawn (prompt longer than the model's positions)", file=sys.stderr)
     items = []
     for i, p in enumerate(prompts):
-        responses = {f"{m}_greedy": answers[m][i] for m in answers} | p["fixed"]
+        responses = answers[i] | p["fixed"]
         for source, response in responses.items():
             items.append({"item": f"{p['prompt_id']}:{source}", "prompt_id": p["prompt_id"], "context": p["context"],
                           "source": source, "prompt": p["prompt"], "response": response})
@@ -110,7 +133,7 @@ def load_or_build_pool(out: Path, pair, prompts: list[dict], args) -> list[dict]
     path = out / "pool.jsonl"
     if path.exists():
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    items = build_pool(pair, prompts, args.max_new_tokens, args.chunk_size)
+    items = build_pool(pair, prompts, args)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
     os.replace(tmp, path)
@@ -203,23 +226,28 @@ def summarize(rows: list[dict], specs: Sequence[str]):
         raise StudyError(f"no rows of reward model(s) {missing} in the results; run without --summary-only first")
     scores = table.pivot(index="item", columns="reward", values="score")
     meta = table.drop_duplicates("item").set_index("item")[["prompt_id", "source", "n_words"]].loc[scores.index]
+    contexts = table.drop_duplicates("item").set_index("item")["context"].loc[scores.index].to_numpy()
     summary = []
-    for a, b in itertools.combinations(specs, 2):
-        both = scores[[a, b]].notna().all(axis=1).to_numpy()
-        head = {"reward_a": a, "reward_b": b, "n_items": len(scores), "n_scored": int(both.sum()),
-                "n_skipped": int((~both).sum()),
-                "skip_reason": "unscored by one of the two (--truncate skip)" if (~both).any() else ""}
-        try:
-            r = compare(scores[a].to_numpy()[both], scores[b].to_numpy()[both], meta["prompt_id"].to_numpy()[both])
-        except RewardDistanceError as err:
-            raise StudyError(f"{a} vs {b}: {err}") from None
-        summary.append({**head, **asdict(r)})
+    for context in ("all", *dict.fromkeys(contexts)):
+        part = np.ones(len(scores), bool) if context == "all" else contexts == context
+        for a, b in itertools.combinations(specs, 2):
+            both = scores[[a, b]].notna().all(axis=1).to_numpy() & part
+            head = {"context": context, "reward_a": a, "reward_b": b, "n_items": int(part.sum()),
+                    "n_scored": int(both.sum()), "n_skipped": int((part & ~both).sum()),
+                    "skip_reason": "unscored by one of the two (--truncate skip)" if (part & ~both).any() else ""}
+            try:
+                r = compare(scores[a].to_numpy()[both], scores[b].to_numpy()[both],
+                            meta["prompt_id"].to_numpy()[both])
+            except RewardDistanceError as err:
+                raise StudyError(f"{a} vs {b} ({context} prompts): {err}") from None
+            summary.append({**head, **asdict(r)})
     by_source = []
     for spec in specs:
         ok = scores[spec].notna().to_numpy()
         centred = canonicalise(scores[spec].to_numpy()[ok], meta["prompt_id"].to_numpy()[ok]).values
         length_rho = float(spearmanr(centred, meta["n_words"].to_numpy()[ok]).statistic)
-        frame = pd.DataFrame({"source": meta["source"].to_numpy()[ok], "score": scores[spec].to_numpy()[ok],
+        sources = meta["source"].str.replace(r"_sample\d+$", "_sample", regex=True)  # samples pooled
+        frame = pd.DataFrame({"source": sources.to_numpy()[ok], "score": scores[spec].to_numpy()[ok],
                               "centred": centred})
         for source, part in frame.groupby("source", sort=False):
             by_source.append({"reward": spec, "source": source, "n": len(part), "mean": part["score"].mean(),
@@ -231,9 +259,9 @@ def summarize(rows: list[dict], specs: Sequence[str]):
 def report(summary, by_source) -> str:
     lines = ["reward distances (STARC: 0 same preferences, 1 opposite; EPIC = STARC at gamma 0):"]
     for r in summary.itertuples():
-        lines.append(f"  {r.reward_a:>14s} vs {r.reward_b:<14s} STARC {r.starc:.3f}  Spearman {r.spearman:+.3f}  "
-                     f"Kendall {r.kendall:+.3f}  raw Pearson {r.pearson_raw:+.3f}  (n={r.n_scored}, "
-                     f"{r.n_prompts} prompts)")
+        lines.append(f"  {r.context:12s} {r.reward_a:>14s} vs {r.reward_b:<14s} STARC {r.starc:.3f}  "
+                     f"Spearman {r.spearman:+.3f}  Kendall {r.kendall:+.3f}  raw Pearson {r.pearson_raw:+.3f}  "
+                     f"(n={r.n_scored}, {r.n_prompts} prompts)")
         if r.n_skipped:
             lines.append(f"    note: {r.n_skipped} of {r.n_items} items dropped: {r.skip_reason}")
     lines.append("mean per-prompt-centred score by response source; Spearman(centred score, words):")
@@ -256,6 +284,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated reward models, at least two (default {','.join(DEFAULT_REWARDS)})")
     p.add_argument("--limit", type=int, default=12, help="prompts per context (plain, benign cue, harmful cue)")
     p.add_argument("--max-new-tokens", type=int, default=12)
+    p.add_argument("--samples", type=int, default=2, help="sampled answers per prompt from each member (default 2)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: no cut)")
     p.add_argument("--truncate", choices=("error", "left", "skip"), default="skip",
                    help="pairs longer than a reward model's positions: error, cut the prompt, or skip (default)")
     p.add_argument("--chunk-size", type=int, default=32, help="pairs per scoring call and results batch")
@@ -265,8 +296,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_model_options(p)
     add_run_options(p)
     args = p.parse_args(argv)
-    if args.limit < 1 or args.chunk_size < 1 or args.max_new_tokens < 1:
-        p.error("--limit, --chunk-size and --max-new-tokens must be >= 1")
+    if args.limit < 1 or args.chunk_size < 1 or args.max_new_tokens < 1 or args.samples < 0:
+        p.error("--limit, --chunk-size and --max-new-tokens must be >= 1, --samples >= 0")
+    if not args.temperature > 0 or not 0 < args.top_p <= 1:
+        p.error("--temperature must be > 0 and --top-p in (0, 1]")
     return args
 
 
@@ -313,7 +346,7 @@ def run_study(args) -> int:
         from figures.reward_matrix import plot_reward_matrix
 
         t0 = time.perf_counter()
-        figures = plot_reward_matrix(summary, out / "reward_distance", MEASURES, specs,
+        figures = plot_reward_matrix(summary[summary["context"] == "all"], out / "reward_distance", MEASURES, specs,
                                      title=f"reward models on the {pair.spec.name} pool")
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)

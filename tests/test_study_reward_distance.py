@@ -27,7 +27,9 @@ def test_files_written(run):
                  "reward_distance.png", "reward_distance.pdf"):
         assert (out / name).is_file(), name
     pool = [json.loads(line) for line in (out / "pool.jsonl").read_text().splitlines()]
-    assert len(pool) == 3 * 2 * 8  # 3 contexts x 2 prompts x (2 greedy answers + 6 fixed responses)
+    # 3 contexts x 2 prompts x (2 greedy answers + 2 x 2 samples + 6 fixed responses)
+    assert len(pool) == 3 * 2 * 12
+    assert sum(i["source"] == "chat_sample1" for i in pool) == 6
     rows = rows_of(out)
     assert len(rows) == 3 * len(pool) and {r["reward"] for r in rows} == set(REWARDS.split(","))
     assert "toy vs toy-length" in proc.stdout
@@ -39,16 +41,18 @@ def test_summary_equals_a_hand_computation_from_the_rows(run):
     out, _ = run
     rows = pd.DataFrame(rows_of(out))
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 3
+    assert len(summary) == 3 * 4  # 3 pairs of reward models x (all, chat, chat_benign, chat_harmful)
     for s in summary.itertuples():
-        a = rows[rows.reward == s.reward_a].set_index("item").sort_index()
-        b = rows[rows.reward == s.reward_b].set_index("item").sort_index()
+        part = rows if s.context == "all" else rows[rows.context == s.context]
+        a = part[part.reward == s.reward_a].set_index("item").sort_index()
+        b = part[part.reward == s.reward_b].set_index("item").sort_index()
         std = []
         for r in (a, b):
             centred = r.score - r.groupby("prompt_id").score.transform("mean")
             std.append(centred / np.sqrt((centred ** 2).sum()))
         assert s.starc == pytest.approx(np.sqrt(((std[0] - std[1]) ** 2).sum()) / 2, abs=1e-6)
-        assert s.n_scored == s.n_items == len(a) and s.n_prompts == 6 and s.n_skipped == 0
+        assert s.n_scored == s.n_items == len(a) and s.n_prompts == (6 if s.context == "all" else 2)
+        assert s.n_skipped == 0
 
 
 def test_length_biased_reward_prefers_the_padded_answers(run):

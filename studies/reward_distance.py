@@ -164,20 +164,18 @@ def parse_rewards(text: str) -> list[str]:
     return specs
 
 
-def reward_identity(spec: str) -> dict:
-    """What decides a reward model's scores: its weights (registry entry or path), or for an
-    implicit reward the pair's two members."""
-    from interp.identity import model_identity
-    from interp.registry import PAIRS
+def reward_identity(spec: str) -> str:
+    """A digest of what decides a reward model's scores: its weights (registry entry or path),
+    or for an implicit reward the pair's two members (``interp.identity.model_identity``)."""
+    from interp.identity import digest, model_identity
+    from interp.registry import PAIRS, resolve
     from probes.reward_models import REWARD_MODELS
 
     if spec.startswith("implicit:"):
         pair = PAIRS[spec.removeprefix("implicit:").split("@")[0]]
-        return {m: model_identity(pair.source(m)) for m in ("base", "chat")}
+        return digest([model_identity(pair.source(m))["digest"] for m in ("base", "chat")])
     entry = REWARD_MODELS.get(spec)
-    from interp.registry import resolve
-
-    return {"reward": model_identity(resolve(entry.source) if entry else spec)}
+    return model_identity(resolve(entry.source) if entry else spec)["digest"]
 
 
 def score_rewards(specs: list[str], items: list[dict], log, args, load: dict) -> dict[str, float]:
@@ -280,8 +278,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pair", default="toy", help="the pair whose base and chat answers join the pool (default toy)")
     p.add_argument("--base", help="custom base model (with --chat)")
     p.add_argument("--chat", help="custom chat model (with --base)")
-    p.add_argument("--rewards", default=",".join(DEFAULT_REWARDS),
-                   help=f"comma-separated reward models, at least two (default {','.join(DEFAULT_REWARDS)})")
+    p.add_argument("--rewards", "--reward", dest="rewards", default=",".join(DEFAULT_REWARDS),
+                   help="comma-separated reward models, at least two (default "
+                        f"{','.join(DEFAULT_REWARDS)}); --reward is the same option, as other studies spell it")
     p.add_argument("--limit", type=int, default=12, help="prompts per context (plain, benign cue, harmful cue)")
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--samples", type=int, default=2, help="sampled answers per prompt from each member (default 2)")

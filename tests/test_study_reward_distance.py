@@ -87,6 +87,7 @@ def test_resume_after_an_interruption_gives_identical_results(run, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("--rewards", "toy,no-such-rm"), "unknown reward model 'no-such-rm' in --rewards; valid: registry names (toy,"),
     (("--rewards", "toy"), "at least two reward models"),
+    (("--reward", "toy"), "at least two reward models"),
     (("--rewards", "toy,toy"), "names a reward model twice"),
     (("--rewards", "toy,implicit:nopair"), "unknown pair 'nopair'"),
     (("--shard", "1/2"), "--shard is not supported"),

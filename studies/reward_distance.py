@@ -142,25 +142,18 @@ def load_or_build_pool(out: Path, pair, prompts: list[dict], args) -> list[dict]
 
 # -- rewards -------------------------------------------------------------------------------------------
 def parse_rewards(text: str) -> list[str]:
-    """Comma-separated reward specs, checked before anything is loaded: at least two, distinct,
-    each a registry name, ``implicit:PAIR[@BETA]`` of a known pair, or an existing folder / hub id."""
+    """Comma-separated reward specs, checked before anything is loaded
+    (:func:`probes.reward.parse_specs`: registry names, ``implicit:PAIR[@BETA]``, folders / hub
+    ids; repeats dropped), at least two of them."""
     from interp.registry import PAIRS
-    from probes.reward_models import REWARD_MODELS
+    from probes.reward import REWARD_MODELS, parse_specs
     from studies._common import StudyError
 
-    specs = [s.strip() for s in str(text).split(",") if s.strip()]
-    valid = f"registry names ({', '.join(REWARD_MODELS)}), implicit:PAIR ({', '.join(PAIRS)}), or a folder / hub id"
+    specs = parse_specs(str(text))
     if len(specs) < 2:
-        raise StudyError(f"--rewards needs at least two reward models to compare, got {specs}; give {valid}")
-    if len(set(specs)) != len(specs):
-        raise StudyError(f"--rewards names a reward model twice: {specs}")
-    for s in specs:
-        if s.startswith("implicit:"):
-            pair = s.removeprefix("implicit:").split("@")[0]
-            if pair not in PAIRS:
-                raise StudyError(f"unknown pair {pair!r} in --rewards {s!r}; pairs: {', '.join(PAIRS)}")
-        elif s not in REWARD_MODELS and "/" not in s and not os.path.exists(s):
-            raise StudyError(f"unknown reward model {s!r} in --rewards; valid: {valid}")
+        raise StudyError(f"--rewards needs at least two different reward models to compare, got {specs}; give "
+                         f"registry names ({', '.join(REWARD_MODELS)}), implicit:PAIR ({', '.join(PAIRS)}), "
+                         "or folders / hub ids")
     return specs
 
 

@@ -85,11 +85,12 @@ def test_resume_after_an_interruption_gives_identical_results(run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--rewards", "toy,no-such-rm"), "unknown reward model 'no-such-rm' in --rewards; valid: registry names (toy,"),
-    (("--rewards", "toy"), "at least two reward models"),
-    (("--reward", "toy"), "at least two reward models"),
-    (("--rewards", "toy,toy"), "names a reward model twice"),
-    (("--rewards", "toy,implicit:nopair"), "unknown pair 'nopair'"),
+    (("--rewards", "toy,no-such-rm"), "unknown reward model 'no-such-rm'; known: toy, oasst-deberta-v3-large-v2"),
+    (("--rewards", "toy"), "at least two different reward models"),
+    (("--reward", "toy"), "at least two different reward models"),
+    (("--rewards", "toy,toy"), "at least two different reward models"),
+    (("--rewards", "toy,implicit:nopair"), "unknown pair 'nopair' in 'implicit:nopair'"),
+    (("--rewards", "toy,models/toy/base"), "is a causal LM"),
     (("--shard", "1/2"), "--shard is not supported"),
 ])
 def test_bad_input_is_one_line_error(args, message, tmp_path):

@@ -82,7 +82,6 @@ def test_positive_for_inequivalent_rewards_and_a_pseudometric(canonical):
 def test_canonicalisation_definition(canonical):
     """Linear; c(R) - R lies in the span of shapings and redistributions; idempotent."""
     canon = CANONICALISATIONS[canonical]
-    basis = equivalence_basis(_mdp(0))
     for seed in SEEDS:
         mdp, rng = _mdp(seed), np.random.default_rng(seed)
         basis = equivalence_basis(mdp)

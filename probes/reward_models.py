@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from interp.errors import LoadError
+from interp.registry import PACKAGE_ROOT
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ _SPECS = [
         "rm-mistral-7b", "weqweasdas/RM-Mistral-7B", "chat", "MistralForSequenceClassification",
         "RLHFlow's Mistral-7B-Instruct-v0.2 reward model; its card renders the Mistral [INST] chat "
         "template without its BOS and lets the tokenizer add it (what the chat format does)."),
+    RewardModelSpec(
+        "toy-length", str(PACKAGE_ROOT / "models/toy/reward_length"), "chat", "LlamaForSequenceClassification",
+        "a deliberately length-biased toy reward model (models/toy/reward_length, python -m "
+        "toy_pair.reward_variant): trained like 'toy' but preferring the longer completion whatever it "
+        "says; for reward-distance studies, not part of the toy pair."),
 ]
 
 REWARD_MODELS: Mapping[str, RewardModelSpec] = MappingProxyType({s.name: s for s in _SPECS})

@@ -48,11 +48,14 @@ def _scores(rm, tokenizer, texts: list[str]) -> torch.Tensor:
     return rm(input_ids=ids, attention_mask=mask).logits[:, 0]
 
 
-def train_reward(base, tokenizer, cfg: RewardConfig, log=print) -> LlamaForSequenceClassification:
+def train_reward(base, tokenizer, cfg: RewardConfig, log=print,
+                 pairs: list[dict] | None = None) -> LlamaForSequenceClassification:
+    """Bradley-Terry training on ``pairs`` (``prompt``, ``chosen``, ``rejected``; default the
+    toy world's ``preference_pairs("train")``)."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     rm = init_reward_model(base, cfg.layers)
-    pairs = preference_pairs("train", seed=cfg.seed)
+    pairs = preference_pairs("train", seed=cfg.seed) if pairs is None else pairs
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=0.0)
     rm.train()
     t0 = time.time()

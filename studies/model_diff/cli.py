@@ -58,8 +58,10 @@ def _write_summary(rows_by_part: dict[str, list[dict]], out: Path) -> Path:
     import pandas as pd
 
     found = [r for part in PARTS if rows_by_part.get(part.name) for r in part.summary(rows_by_part[part.name])]
-    table = pd.DataFrame(found, columns=list(SUMMARY_COLUMNS))
+    table = pd.DataFrame(found, columns=list(SUMMARY_COLUMNS), dtype=object)
     table["layer"] = table["layer"].astype("Int64")
+    # counts stay integers, other values 6 significant digits (as the other tables), NaN empty
+    table["value"] = [str(v) if isinstance(v, int) else "" if v != v else f"{v:.6g}" for v in table["value"]]
     table.to_csv(out / "summary.csv", index=False, float_format="%.6g")
     return out / "summary.csv"
 
@@ -72,8 +74,9 @@ def _report(summary_path: Path) -> str:
     w = s[s["part"] == weights.NAME]
     if not w.empty:
         get = lambda g, m: w[(w["group"] == g) & (w["metric"] == m)]["value"].iloc[0]  # noqa: E731
-        lines.append(f"weights: {get('all', 'frac_changed'):.2%} of {int(get('all', 'n_params')):,} parameters changed "
-                     f"({get('all', 'frac_differ_bf16'):.2%} after rounding both to bf16)")
+        lines.append(f"weights: {int(get('all', 'n_changed')):,} of {int(get('all', 'n_params')):,} parameters changed "
+                     f"(|chat - base| > --tol), {int(get('all', 'n_differ_bf16')):,} "
+                     f"({get('all', 'frac_differ_bf16'):.2%}) still differ after rounding both to bf16")
         mods = w[(w["metric"] == "rel_change_mean") & (w["group"] != "all")].sort_values("value", ascending=False)
         lines.append("  largest mean relative change: " + ", ".join(f"{g} {v:.3f}" for g, v in zip(mods["group"][:4], mods["value"][:4])))
     a = s[(s["part"] == activations.NAME) & (s["metric"].isin(["rel_diff_max", "kl_base_chat"]))]

@@ -61,10 +61,11 @@ def summary(rows: list[dict]) -> list[dict]:
     out = []
     for module, g in [("all", table), *table.groupby("module", sort=True)]:
         n = int(g["n_params"].sum())
-        for metric, value in (("rel_change_mean", g["rel_change"].mean()), ("n_params", n),
-                              ("frac_changed", g["n_changed"].sum() / n), ("frac_differ_bf16", g["n_differ_bf16"].sum() / n),
-                              ("n_tensors_unchanged", int((g["n_changed"] == 0).sum()))):
-            out.append({"part": NAME, "group": module, "layer": None, "metric": metric, "value": float(value)})
+        changed, bf16 = int(g["n_changed"].sum()), int(g["n_differ_bf16"].sum())
+        for metric, value in (("rel_change_mean", float(g["rel_change"].mean())), ("n_params", n),
+                              ("n_changed", changed), ("frac_changed", changed / n), ("n_differ_bf16", bf16),
+                              ("frac_differ_bf16", bf16 / n), ("n_tensors_unchanged", int((g["n_changed"] == 0).sum()))):
+            out.append({"part": NAME, "group": module, "layer": None, "metric": metric, "value": value})
     return out
 
 

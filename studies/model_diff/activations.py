@@ -62,17 +62,13 @@ def corpora(args) -> dict[str, list[str]]:
     return out
 
 
-def _key(corpus: str, layer: int, positions: str) -> str:
-    return f"{corpus}|{layer}|{positions}"
-
-
 def run(ctx) -> None:
     from interp.diff import collect, compare
     from studies._common import progress
     from studies._shards import load_members
 
     texts = corpora(ctx.args)
-    todo = [c for c in texts if not ctx.log.done((NAME, _key(c, 0, "all")))]
+    todo = [c for c in texts if not ctx.log.done((NAME, c))]
     if not todo:
         return
     a = ctx.args
@@ -85,17 +81,19 @@ def run(ctx) -> None:
             if member == "base":
                 kept[c] = got
                 continue
-            rows = compare(kept.pop(c), got)
-            ctx.log.write([{"part": NAME, "key": _key(c, r["layer"], r["positions"]), "corpus": c, **r,
-                            "n_texts": len(texts[c]), "n_dropped_tokens": got.n_dropped, "lens": ctx.lens.kind}
-                           for r in rows])
+            # one row per corpus, all its layers in it: a crash mid-write loses the corpus
+            # whole (the cut line is dropped on resume), never some of its layers
+            ctx.log.write([{"part": NAME, "key": c, "corpus": c, "n_texts": len(texts[c]),
+                            "n_dropped_tokens": got.n_dropped, "lens": ctx.lens.kind, "layers": compare(kept.pop(c), got)}])
         ctx.timings[f"activations_{member}_s"] = round(time.perf_counter() - t0, 2)
 
 
 def _table(rows: list[dict]):
     import pandas as pd
 
-    table = pd.DataFrame(rows).drop(columns=["part", "key"])
+    flat = [{"corpus": r["corpus"], **layer, **{k: r[k] for k in ("n_texts", "n_dropped_tokens", "lens")}}
+            for r in rows for layer in r["layers"]]
+    table = pd.DataFrame(flat)
     order = {c: i for i, c in enumerate(["neutral", *PROMPT_KINDS])}
     buckets = {b: i for i, b in enumerate(["all", "0", "1-3", "4-15", "16+"])}
     table = table.sort_values(["corpus", "layer", "positions"], key=lambda col: col.map(order) if col.name == "corpus"

@@ -128,3 +128,16 @@ def test_bad_input_errors(tmp_path):
     assert proc.returncode == 2 and "no model folder" in proc.stderr
     proc = cli(*SMALL, "--texts", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "t"), check=False)
     assert proc.returncode == 2 and "--texts" in proc.stderr and "no such file" in proc.stderr
+
+
+def test_summary_only_and_overwrite(full, tmp_path):
+    out, _ = full
+    cli(*SMALL, "--no-figures", "--out", str(tmp_path))
+    (tmp_path / "summary.csv").unlink()
+    cli(*SMALL, "--no-figures", "--summary-only", "--out", str(tmp_path))
+    assert (tmp_path / "summary.csv").read_text() == (out / "summary.csv").read_text()
+    proc = cli("--n-neutral", "2", "--prompt-limit", "3", "--max-tokens", "400", "--no-figures", "--overwrite",
+               "--out", str(tmp_path))
+    assert "activations neutral" in proc.stdout
+    table = pd.read_csv(tmp_path / "activations.csv")
+    assert set(table[table["corpus"] == "neutral"]["n_texts"]) == {2}

@@ -150,4 +150,4 @@ def work(args) -> dict:
 
 
 PART = Part(NAME, add_options, ("n_neutral", "texts", "prompt_limit", "max_tokens", "batch_size"), run, tables,
-            summary, figures, work)
+            summary, figures, work, outputs=("activations.csv",))

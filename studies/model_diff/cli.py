@@ -20,7 +20,8 @@ PARTS: list[Part] = [weights.PART, activations.PART]
 # Options of the whole study deciding rows; each part adds its own (Part.row_options). --parts
 # does not: a part's rows do not depend on which other parts ran, so parts may run separately
 # into one folder.
-ROW_OPTIONS = ("lens", "dtype", "device", "device_map", "quantization")
+# The lens enters as its fingerprint (kind and file hashes), not as the option's text.
+ROW_OPTIONS = ("dtype", "device", "device_map", "quantization")
 SUMMARY_COLUMNS = ("part", "group", "layer", "metric", "value")
 
 
@@ -108,10 +109,10 @@ def run_study(args) -> int:
     lens = resolve_lens_option(args.lens, pair)
     out = run_dir(STUDY, pair, args.out)
     names = [n for part in PARTS for n in part.row_options]
-    options = {**row_options(args, [*ROW_OPTIONS[1:], *names]), "lens": lens.fingerprint}
+    options = {**row_options(args, [*ROW_OPTIONS, *names]), "lens": lens.fingerprint}
     work = {part.name: part.work(args) for part in PARTS}
     fingerprint = run_fingerprint(STUDY, pair, options, args.seed, work)
-    outputs = ["summary.csv", *(f"{p.name}.csv" for p in PARTS)]
+    outputs = ["summary.csv", *(name for p in PARTS for name in p.outputs)]
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=outputs)
     ctx = Context(args, pair, out, None, lens)
     if not args.summary_only:

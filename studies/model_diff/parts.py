@@ -45,6 +45,8 @@ class Part:
         figures: ``(rows, out) -> paths`` of its figures.
         work: ``args -> a JSON-able description of its work list`` (texts, prompts) for the
             run's fingerprint, or ``None``.
+        outputs: the files its ``tables`` write (``--overwrite`` deletes them; figures are
+            named in ``meta.json``).
     """
 
     name: str
@@ -55,8 +57,4 @@ class Part:
     summary: Callable
     figures: Callable
     work: Callable = lambda args: None
-
-
-def done_keys(log, part: str, keys) -> set:
-    """The keys of ``part`` already in the log."""
-    return {k for k in keys if log.done((part, k))}
+    outputs: tuple[str, ...] = ()

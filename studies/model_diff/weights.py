@@ -96,4 +96,5 @@ def figures(rows: list[dict], out: Path) -> list[Path]:
     return save(fig, out / "weight_change_heatmap")
 
 
-PART = Part(NAME, add_options, ("tol", "sv_k", "spectrum_max_dim"), run, tables, summary, figures)
+PART = Part(NAME, add_options, ("tol", "sv_k", "spectrum_max_dim"), run, tables, summary, figures,
+            outputs=("weights.csv",))

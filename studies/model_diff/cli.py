@@ -1,0 +1,153 @@
+"""The command line: arguments, the parts in order, the shared results log, summary and meta."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._lens import add_lens_option, resolve_lens_option
+from studies.model_diff import activations, weights
+from studies.model_diff.parts import KEY_FIELDS, Context, Part
+
+STUDY = "model_diff"
+# The parts, run in this order. A new part is a module with a ``PART`` (studies.model_diff.parts.Part)
+# appended here; its rows share results.jsonl (key fields part, key).
+PARTS: list[Part] = [weights.PART, activations.PART]
+# Options of the whole study deciding rows; each part adds its own (Part.row_options). --parts
+# does not: a part's rows do not depend on which other parts ran, so parts may run separately
+# into one folder.
+# The lens enters as its fingerprint (kind and file hashes), not as the option's text.
+ROW_OPTIONS = ("dtype", "device", "device_map", "quantization")
+SUMMARY_COLUMNS = ("part", "group", "layer", "metric", "value")
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    names = [p.name for p in PARTS]
+    chosen = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [p for p in chosen if p not in names]
+    if bad or not chosen:
+        raise argparse.ArgumentTypeError(f"invalid part {bad[0] if bad else text!r}; choose from {', '.join(names)}")
+    return tuple(n for n in names if n in chosen)  # always in PARTS order
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    import studies.model_diff as package
+
+    p = argparse.ArgumentParser(prog="python -m studies.model_diff", description=package.__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
+    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
+    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    p.add_argument("--parts", type=_parts, default=tuple(p.name for p in PARTS),
+                   help=f"comma-separated parts to run, in this order: {','.join(p.name for p in PARTS)} (default all)")
+    add_lens_option(p)
+    for part in PARTS:
+        part.add_options(p)
+    add_run_options(p)
+    add_model_options(p)
+    p.add_argument("--seed", type=int, default=0, help="seeds the corpus and prompt samples")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    return p.parse_args(argv)
+
+
+def _write_summary(rows_by_part: dict[str, list[dict]], out: Path) -> Path:
+    import pandas as pd
+
+    found = [r for part in PARTS if rows_by_part.get(part.name) for r in part.summary(rows_by_part[part.name])]
+    table = pd.DataFrame(found, columns=list(SUMMARY_COLUMNS), dtype=object)
+    table["layer"] = table["layer"].astype("Int64")
+    # counts stay integers, other values 6 significant digits (as the other tables), NaN empty
+    table["value"] = [str(v) if isinstance(v, int) else "" if v != v else f"{v:.6g}" for v in table["value"]]
+    table.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    return out / "summary.csv"
+
+
+def _report(summary_path: Path) -> str:
+    import pandas as pd
+
+    s = pd.read_csv(summary_path)
+    lines = []
+    w = s[s["part"] == weights.NAME]
+    if not w.empty:
+        get = lambda g, m: w[(w["group"] == g) & (w["metric"] == m)]["value"].iloc[0]  # noqa: E731
+        lines.append(f"weights: {int(get('all', 'n_changed')):,} of {int(get('all', 'n_params')):,} parameters changed "
+                     f"(|chat - base| > --tol), {int(get('all', 'n_differ_bf16')):,} "
+                     f"({get('all', 'frac_differ_bf16'):.2%}) still differ after rounding both to bf16")
+        mods = w[(w["metric"] == "rel_change_mean") & (w["group"] != "all")].sort_values("value", ascending=False)
+        lines.append("  largest mean relative change: " + ", ".join(f"{g} {v:.3f}" for g, v in zip(mods["group"][:4], mods["value"][:4])))
+    a = s[(s["part"] == activations.NAME) & (s["metric"].isin(["rel_diff_max", "kl_base_chat"]))]
+    for corpus, g in a.groupby("group", sort=False):
+        peak = g[g["metric"] == "rel_diff_max"].iloc[0]
+        kl = g[g["metric"] == "kl_base_chat"].iloc[0]
+        lines.append(f"activations {corpus}: largest rel diff {peak['value']:.3f} at block {int(peak['layer'])}; "
+                     f"KL(base||chat) at block {int(kl['layer'])} {kl['value']:.4f}")
+    return "\n".join(lines)
+
+
+def run_study(args) -> int:
+    import torch
+
+    import interp
+    from studies._common import StudyError, run_dir, seed_everything
+    from studies._identity import finish_run, open_run, row_options, run_fingerprint, write_meta
+    from studies._results import ResultsLog, read_results
+    from studies._shards import parse_shard, results_name
+
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    shard = parse_shard(args.shard)
+    if not shard.is_whole:
+        raise StudyError("model_diff does not shard (--shard): its parts are one pass per model; run it whole")
+    pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
+    pair.check()
+    lens = resolve_lens_option(args.lens, pair)
+    out = run_dir(STUDY, pair, args.out)
+    names = [n for part in PARTS for n in part.row_options]
+    options = {**row_options(args, [*ROW_OPTIONS, *names]), "lens": lens.fingerprint}
+    work = {part.name: part.work(args) for part in PARTS}
+    fingerprint = run_fingerprint(STUDY, pair, options, args.seed, work)
+    outputs = ["summary.csv", *(name for p in PARTS for name in p.outputs)]
+    open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=outputs)
+    ctx = Context(args, pair, out, None, lens)
+    if not args.summary_only:
+        ctx.log = ResultsLog(out / results_name(shard), KEY_FIELDS)
+        for part in PARTS:
+            if part.name in args.parts:
+                part.run(ctx)
+        finish_run(out, shard, timings=ctx.timings, n_written=ctx.log.n_written)
+    rows = read_results(out, KEY_FIELDS)
+    if not rows:
+        raise StudyError(f"no results in {out} (results*.jsonl)")
+    by_part: dict[str, list[dict]] = {}
+    for r in rows:
+        by_part.setdefault(r["part"], []).append(r)
+    written = [p for part in PARTS if by_part.get(part.name) for p in part.tables(by_part[part.name], out)]
+    written.append(_write_summary(by_part, out))
+    if not args.no_figures:
+        t0 = time.perf_counter()
+        written += [p for part in PARTS if by_part.get(part.name) for p in part.figures(by_part[part.name], out)]
+        ctx.timings["figures_s"] = round(time.perf_counter() - t0, 2)
+    ctx.timings["total_s"] = round(time.perf_counter() - started, 2)
+    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    extra = {"pair": asdict(pair.spec), "n_rows": len(rows), "key_fields": list(KEY_FIELDS),
+             "rows_by_part": {k: len(v) for k, v in by_part.items()}, "fingerprint": fingerprint,
+             "lens": lens.fingerprint, "models": {m: pair.spec.source(m) for m in interp.registry.MEMBERS},
+             "load_options": load_kwargs(args), "outputs": [Path(p).name for p in written]}
+    write_meta(out, study=STUDY, options=opts, seed=args.seed, timings=ctx.timings, **extra)
+    print(_report(out / "summary.csv"))
+    print(f"\nwrote {out}/ ({', '.join(Path(p).name for p in written if Path(p).suffix != '.pdf')}, meta.json) "
+          f"in {ctx.timings['total_s']:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input / missing weights, no traceback)."""
+    from studies._common import run_cli
+
+    return run_cli(parse_args, run_study, argv)

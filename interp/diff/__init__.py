@@ -10,11 +10,11 @@ from interp.diff.adl import adl_vectors, decode_vectors, mean_resid, steer
 from interp.diff.amplify import amplified_generate
 from interp.diff.token_shift import (
     SHIFT_CLASSES, ChatResponse, chat_responses, check_same_tokenizer, fractions_by_position, most_shifted_tokens,
-    shift_class, token_shift,
+    score_shift, shift_class,
 )
 
 __all__ = [
     "SHIFT_CLASSES", "ChatResponse", "adl_vectors", "amplified_generate", "chat_responses", "check_same_tokenizer",
-    "decode_vectors", "fractions_by_position", "mean_resid", "most_shifted_tokens", "shift_class", "steer",
-    "token_shift",
+    "decode_vectors", "fractions_by_position", "mean_resid", "most_shifted_tokens", "score_shift", "shift_class",
+    "steer",
 ]

@@ -2,7 +2,7 @@
 leave the base model's ranking?
 
     responses = chat_responses(chat, prompts, kinds=kinds, max_new_tokens=32)   # chat loaded alone
-    rows = token_shift(base, responses)                                          # then base alone
+    rows = score_shift(base, responses)                                          # then base alone
     by_pos = fractions_by_position(rows); top = most_shifted_tokens(rows)
 
 The chat model answers each prompt (greedy, or sampled with a seed) and scores its own answer
@@ -180,7 +180,7 @@ def kl_divergence(p_log: Float[Tensor, "n vocab"], q_log: Float[Tensor, "n vocab
     return torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p)).sum(-1)
 
 
-def token_shift(base, responses: Sequence[ChatResponse], batch_size: int = 8) -> list[dict]:
+def score_shift(base, responses: Sequence[ChatResponse], batch_size: int = 8) -> list[dict]:
     """One row per response position: the base model's rank of the chat model's token, its shift
     class and KL(chat || base) (see the module docstring)."""
     if not responses:

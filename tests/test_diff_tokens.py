@@ -157,7 +157,11 @@ def test_adl_decodes_by_the_lens_and_steers_base_into_chat(offset_pair):
     with torch.no_grad():
         oracle = chat.model.lm_head(chat.model.model.norm(v)).topk(4).indices.tolist()
     assert [r["token_id"] for r in rows if r["layer"] == LAYER] == oracle
-    # base + v at block LAYER's resid_post is chat, so steered base answers as chat does
+    # base + v at block LAYER's resid_post is chat: the same logits, so the same answers
+    with torch.no_grad():
+        steered = base.run(PROMPT_SET, interventions=adl.steering_write(LAYER, v)).logits
+        assert torch.allclose(steered, chat.run(PROMPT_SET).logits, atol=1e-5)
+        assert not torch.allclose(base.run(PROMPT_SET).logits, steered, atol=1e-2)
     before, after = adl.steer(base, PROMPT_SET, v, layer=LAYER, max_new_tokens=NEW)
     assert after == [_hf_greedy(chat, p, NEW) for p in PROMPT_SET]
     assert before == [_hf_greedy(base, p, NEW) for p in PROMPT_SET]

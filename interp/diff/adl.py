@@ -99,6 +99,12 @@ def decode_vectors(lm, vectors: Float[Tensor, "layer d_model"], lens=None, top: 
     return rows
 
 
+def steering_write(layer: int, vector: Float[Tensor, " d_model"], scale: float = 1.0) -> dict:
+    """The ``interventions=`` of ``lm.run`` that add ``scale * vector`` to block ``layer``'s
+    ``resid_post`` at every position."""
+    return {block_hook(layer, "resid_post"): add(scale * vector.float())}
+
+
 def steer(lm, prompts, vector: Float[Tensor, " d_model"], layer: int, scale: float = 1.0,
           max_new_tokens: int = 16) -> tuple[list[list[int]], list[list[int]]]:
     """Greedy answers of ``lm`` to ``prompts`` without and with ``scale * vector`` added to block
@@ -110,7 +116,7 @@ def steer(lm, prompts, vector: Float[Tensor, " d_model"], layer: int, scale: flo
         raise InterpError(f"the steering vector must be [d_model={lm.d_model}], got {tuple(vector.shape)}")
     seqs = prompt_ids(lm, prompts)
     eos = lm.tokenizer.eos_token_id if lm.tokenizer is not None else None
-    write = {block_hook(layer, "resid_post"): add(scale * vector.float())}
+    write = steering_write(layer, vector, scale)
     before = decode(lambda s: last_logits(lm, s), seqs, eos, max_new_tokens)
     after = decode(lambda s: last_logits(lm, s, write), seqs, eos, max_new_tokens)
     return before, after

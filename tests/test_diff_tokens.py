@@ -208,6 +208,16 @@ def test_amplified_sampling_is_seeded(pair, caplog):
     assert a != amplify.amplified_tokens(base, chat, PROMPT_SET, alpha=1.0, max_new_tokens=NEW, seed=8)
 
 
+def test_a_sampled_answer_depends_on_its_seed_not_its_batch(pair):
+    _, chat = pair
+    whole = ts.chat_responses(chat, PROMPT_SET, max_new_tokens=NEW, modes=("sample",), seed=2, batch_size=8)
+    alone = [ts.chat_responses(chat, [p], prompt_ids_=[str(i)], max_new_tokens=NEW, modes=("sample",), seed=2)[0]
+             for i, p in enumerate(PROMPT_SET)]
+    assert [r.response for r in whole] == [r.response for r in alone]
+    other = ts.chat_responses(chat, PROMPT_SET, max_new_tokens=NEW, modes=("sample",), seed=3)
+    assert [r.response for r in whole] != [r.response for r in other]
+
+
 # -- bad input -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def other_tokenizer(tokenizer):
@@ -236,6 +246,8 @@ def test_empty_prompt_sets_and_responses_are_refused(pair):
         ts.score_shift(base, [])
     with pytest.raises(interp.PromptError, match="responses \\[1\\] are empty"):
         ts.response_logits(base, [[5, 6], [7]], [[8], []])
+    with pytest.raises(interp.InterpError, match="kinds"):
+        ts.chat_responses(chat, PROMPT_SET[:2], kinds=["plain"])
     with pytest.raises(interp.InterpError, match="modes"):
         ts.chat_responses(chat, PROMPT_SET[:1], modes=("beam",))
     with pytest.raises(interp.InterpError, match="max_new_tokens"):

@@ -45,13 +45,19 @@ def decode(
     max_new_tokens: int = 32,
     greedy: bool = True,
     temperature: float = 1.0,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> list[list[int]]:
-    """New token ids per prompt: argmax (``greedy``) or a draw from ``softmax(logits / temperature)``
-    with a ``torch.Generator`` seeded by ``seed`` (rows drawn in order, so a row's tokens depend on
-    the seed and on the rows before it in this call, not on the global RNG)."""
+    """New token ids per prompt: argmax (``greedy``) or a draw from ``softmax(logits / temperature)``.
+
+    Sampling uses one ``torch.Generator`` per row, seeded by ``seed[i]`` (an int ``seed`` gives
+    row ``i`` the seed ``seed + i``): a row's tokens depend on its seed only, not on the global
+    RNG, the batch it is decoded in or the rows before it.
+    """
     check_decoding(max_new_tokens, temperature)
-    generator = torch.Generator().manual_seed(seed)
+    seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != len(prompts):
+        raise InterpError(f"got {len(seeds)} seeds for {len(prompts)} prompts; pass one per prompt or one int")
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
     seqs = [list(p) for p in prompts]
     new: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
@@ -64,7 +70,7 @@ def decode(
             picks = logits.argmax(-1).tolist()
         else:
             probs = (logits / temperature).softmax(-1)
-            picks = [int(torch.multinomial(p, 1, generator=generator)) for p in probs]
+            picks = [int(torch.multinomial(p, 1, generator=generators[i])) for i, p in zip(active, probs)]
         for i, token in zip(active, picks):
             seqs[i].append(int(token))
             new[i].append(int(token))

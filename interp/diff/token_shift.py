@@ -113,7 +113,13 @@ def response_logits(lm, prompts: Sequence[list[int]], responses: Sequence[list[i
     return out
 
 
-def _responses(chat, prompts, greedy: bool, max_new_tokens: int, temperature: float, seed: int,
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """The sampling seed of one prompt: from the run's seed and the prompt's id, so a sampled
+    answer does not depend on the batch or block it was drawn in."""
+    return int(hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()[:12], 16)
+
+
+def _responses(chat, prompts, greedy: bool, max_new_tokens: int, temperature: float, seeds: list[int],
                batch_size: int) -> list[list[int]]:
     """New token ids per prompt, cut after the first EOS. Greedy uses HF ``generate`` (key/value
     cache, as ``probes.generation``); sampling uses the seeded loop of ``interp.diff._decode``."""
@@ -121,7 +127,8 @@ def _responses(chat, prompts, greedy: bool, max_new_tokens: int, temperature: fl
     if not greedy:
         return [r for start in range(0, len(prompts), batch_size)
                 for r in decode(lambda s: last_logits(chat, s), prompts[start:start + batch_size], eos,
-                                max_new_tokens, greedy=False, temperature=temperature, seed=seed + start)]
+                                max_new_tokens, greedy=False, temperature=temperature,
+                                seed=seeds[start:start + batch_size])]
     out = []
     for start in range(0, len(prompts), batch_size):
         ids, mask, _ = chat.to_tokens(prompts[start:start + batch_size])
@@ -146,7 +153,8 @@ def chat_responses(
     batch_size: int = 8,
 ) -> list[ChatResponse]:
     """The chat model's answers to ``prompts`` in each of ``modes`` (``greedy``; ``sample``:
-    temperature sampling seeded by ``seed`` and the prompt's index) and its log-probs along them.
+    temperature sampling seeded by :func:`prompt_seed` of ``seed`` and the prompt's id) and its
+    log-probs along them.
 
     ``prompt_ids_`` / ``kinds`` label each prompt (default its index / ``"all"``).
     """
@@ -161,7 +169,8 @@ def chat_responses(
     vocab = vocab_hash(chat)
     out = []
     for mode in modes:
-        responses = _responses(chat, seqs, mode == "greedy", max_new_tokens, temperature, seed, batch_size)
+        responses = _responses(chat, seqs, mode == "greedy", max_new_tokens, temperature,
+                               [prompt_seed(seed, i) for i in ids], batch_size)
         logits = response_logits(chat, seqs, responses, batch_size)
         out += [ChatResponse(i, k, mode, p, r, lg.log_softmax(-1), vocab)
                 for i, k, p, r, lg in zip(ids, kinds, seqs, responses, logits)]

@@ -114,22 +114,28 @@ def test_summaries_count_rows():
 LAYER = 1
 
 
-@pytest.fixture(scope="module")
-def offset_pair(tokenizer):
-    """Two copies of one random Llama whose only difference is block LAYER's FFN output bias, v in
-    chat and 0 in base: chat's resid_post at LAYER is base's + v at every position, exactly."""
+def offset_models(layer: int = LAYER):
+    """Two copies of one random Llama whose only difference is block ``layer``'s FFN output bias,
+    v in chat and 0 in base: chat's resid_post at ``layer`` is base's + v at every position,
+    exactly. Returns ``(base_model, chat_model, v)``."""
     config = CONFIGS["llama"]()
     config.mlp_bias = True
     torch.manual_seed(0)
     base_model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
-        for layer in base_model.model.layers:
-            for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+        for block in base_model.model.layers:
+            for proj in (block.mlp.gate_proj, block.mlp.up_proj, block.mlp.down_proj):
                 proj.bias.zero_()
     chat_model = copy.deepcopy(base_model)
     v = torch.randn(config.hidden_size, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        chat_model.model.layers[LAYER].mlp.down_proj.bias.copy_(v)
+        chat_model.model.layers[layer].mlp.down_proj.bias.copy_(v)
+    return base_model, chat_model, v
+
+
+@pytest.fixture(scope="module")
+def offset_pair(tokenizer):
+    base_model, chat_model, v = offset_models()
     return (interp.LM.from_hf(base_model, tokenizer, name="base"), interp.LM.from_hf(chat_model, tokenizer, name="chat"), v)
 
 

@@ -7,13 +7,13 @@ import json
 import pandas as pd
 import pytest
 import torch
-import transformers
 
 import interp
 from interp.diff import token_shift as ts
 from studies._common import StudyError
 from studies.model_diff import adl as adl_part, token_shift as shift_part
-from tests.conftest import CONFIGS, PROMPTS, build_tokenizer, random_model
+from tests.conftest import PROMPTS, build_tokenizer, random_model
+from tests.test_diff_tokens import offset_models
 
 
 def _args(*argv):
@@ -95,18 +95,8 @@ def test_token_shift_part_bad_options(random_pair, prompt_file, tmp_path):
 
 
 def test_adl_part_recovers_the_offset_and_steers(tmp_path, prompt_file):
-    config = CONFIGS["llama"]()
-    config.mlp_bias = True
-    torch.manual_seed(0)
-    base = transformers.AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():
-        for layer in base.model.layers:
-            for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-                proj.bias.zero_()
-    chat = copy.deepcopy(base)
-    v = torch.randn(config.hidden_size, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        chat.model.layers[1].mlp.down_proj.bias.copy_(v)
+    base, chat, v = offset_models(layer=1)
+    config = base.config
     pair = interp.load_pair(base=_save(base, tmp_path / "base"), chat=_save(chat, tmp_path / "chat"))
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(PROMPTS + ["the"]) + "\n")  # "the" is too short for skip 1 + k 3

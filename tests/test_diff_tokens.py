@@ -240,6 +240,8 @@ def test_pairs_whose_tokenizers_differ_are_refused(pair, other_tokenizer):
         ts.score_shift(other, responses)
     with pytest.raises(interp.InterpError, match="different tokenizers"):
         amplify.amplified_tokens(other, chat, PROMPT_SET[:1], alpha=1.0, max_new_tokens=2)
+    with pytest.raises(interp.InterpError, match="different tokenizers"):
+        adl.adl_vectors(adl.mean_resid(other, PROMPT_SET, k=2), adl.mean_resid(chat, PROMPT_SET, k=2))
 
 
 def test_empty_prompt_sets_and_responses_are_refused(pair):

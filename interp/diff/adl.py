@@ -25,6 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.diff._decode import decode, last_logits, prompt_ids
+from interp.diff.token_shift import vocab_hash
 from interp.errors import InterpError, PromptError
 from interp.hook_names import block_hook
 from interp.interventions import add
@@ -39,12 +40,15 @@ class MeanResid:
         mean: ``[layer, k, d_model]`` (float32, cpu), averaged over the texts.
         n_texts: texts averaged; ``n_dropped``: texts shorter than ``skip + k`` tokens.
         skip: leading positions left out (1: the BOS position).
+        vocab: hash of the tokenizer's vocabulary (``interp.diff.token_shift.vocab_hash``): the
+            two means must have read the same tokens.
     """
 
     mean: Float[Tensor, "layer k d_model"]
     n_texts: int
     n_dropped: int
     skip: int
+    vocab: str | None = None
 
 
 def mean_resid(lm, texts: Sequence[str] | Sequence[Sequence[int]], k: int = 5, skip: int = 1,
@@ -62,7 +66,8 @@ def mean_resid(lm, texts: Sequence[str] | Sequence[Sequence[int]], k: int = 5, s
         with torch.no_grad():
             run = lm.run(kept[start:start + batch_size], capture=["resid_post"], positions=positions, logits=False)
         total += run.cache.stack("resid_post").double().sum(1).cpu()  # [layer, batch, k, d] -> [layer, k, d]
-    return MeanResid((total / len(kept)).float(), len(kept), len(seqs) - len(kept), skip)
+    vocab = vocab_hash(lm) if lm.tokenizer is not None else None
+    return MeanResid((total / len(kept)).float(), len(kept), len(seqs) - len(kept), skip, vocab)
 
 
 def adl_vectors(base: MeanResid, chat: MeanResid, per_position: bool = False) -> Float[Tensor, "layer d_model"]:
@@ -72,6 +77,9 @@ def adl_vectors(base: MeanResid, chat: MeanResid, per_position: bool = False) ->
         raise InterpError(f"the two means differ in shape {tuple(base.mean.shape)} vs {tuple(chat.mean.shape)} "
                           f"(layer, k, d_model) or skip ({base.skip} vs {chat.skip}); compute both with one k, skip "
                           "and text set on a pair of one architecture")
+    if base.vocab != chat.vocab:
+        raise InterpError("the two means were read through different tokenizers, so their positions hold different "
+                          "tokens; the activation difference lens needs a pair that shares one tokenizer")
     if base.n_texts != chat.n_texts:
         raise InterpError(f"the means average {base.n_texts} and {chat.n_texts} texts; use one text set for both models")
     diff = chat.mean - base.mean

@@ -77,7 +77,8 @@ def neutral_texts(args) -> list[str]:
     return [corpus.document() for _ in range(n)]
 
 
-def _ints(text: str | None, option: str, n_layers: int | None = None) -> list:
+def _numbers(text: str | None, option: str, n_layers: int | None = None) -> list:
+    """Comma-separated floats, or with ``n_layers`` layer indices checked against the model."""
     try:
         values = [float(v) if n_layers is None else int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
@@ -152,7 +153,7 @@ def run_part(pair, args, out: Path) -> dict:
         if int(getattr(args, name)) < 1:
             raise StudyError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     lens = resolve_lens_option(getattr(args, "lens", "logit"), pair)
-    scales = _ints(args.adl_scales, "--adl-scales")
+    scales = _numbers(args.adl_scales, "--adl-scales")
     texts = neutral_texts(args)
     targets_text = _targets(args, pair)
     prompts = _steer_prompts(args)
@@ -169,7 +170,7 @@ def run_part(pair, args, out: Path) -> dict:
         if vectors is None:
             vectors = adl_vectors(means["base"], means["chat"])
             resid_norm = means["base"].mean.norm(dim=-1).mean(-1).tolist()
-            layers = (_ints(args.adl_steer_layers, "--adl-steer-layers", lm.n_layers) if args.adl_steer_layers
+            layers = (_numbers(args.adl_steer_layers, "--adl-steer-layers", lm.n_layers) if args.adl_steer_layers
                       else [lm.n_layers // 2])
         decoder = lens.load(member, lm)
         fields = {"lens_model": member, **lens.row_fields(member)}

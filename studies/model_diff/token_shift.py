@@ -177,7 +177,8 @@ def run_part(pair, args, out: Path) -> dict:
         rows = score_shift(base, responses, batch_size=batch_size)  # refuses another tokenizer
         _free(base)
         log.write(rows)
-    rows = [r for r in read_results(folder, KEY) if r["mode"] in modes and r["prompt_id"] in {p["id"] for p in prompts}]
+    wanted = {p["id"] for p in prompts}  # rows of other prompts (an earlier, larger --shift-limit) stay in the log
+    rows = [r for r in read_results(folder, KEY) if r["mode"] in modes and r["prompt_id"] in wanted]
     return write_outputs(rows, Path(out), int(args.shift_max_position), len(prompts))
 
 

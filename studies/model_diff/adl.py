@@ -34,7 +34,6 @@ no request and no refusal), ``--adl-n-texts`` of them from a fixed seed.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 from studies._common import StudyError

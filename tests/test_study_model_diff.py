@@ -18,7 +18,8 @@ import interp
 from studies.model_diff import activations as acts_part
 from tests.conftest import assert_figure_files, random_model
 
-SMALL = ("--n-neutral", "4", "--prompt-limit", "3", "--max-tokens", "400")
+# the token-level parts have their own tests (test_study_model_diff_tokens.py), on smaller pairs
+SMALL = ("--parts", "weights,activations", "--n-neutral", "4", "--prompt-limit", "3", "--max-tokens", "400")
 cli = partial(run_study_cli, "studies.model_diff")
 
 
@@ -109,7 +110,8 @@ def test_parts_run_separately_into_one_folder(full, tmp_path):
 
 def test_other_options_into_the_same_folder_are_refused(full):
     out, _ = full
-    proc = cli("--n-neutral", "5", "--prompt-limit", "3", "--max-tokens", "400", "--out", str(out), check=False)
+    proc = cli("--parts", "weights,activations", "--n-neutral", "5", "--prompt-limit", "3", "--max-tokens", "400",
+               "--out", str(out), check=False)
     assert proc.returncode == 2 and "n-neutral 4 -> 5" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -136,7 +138,8 @@ def test_summary_only_and_overwrite(full, tmp_path):
     (tmp_path / "summary.csv").unlink()
     cli(*SMALL, "--no-figures", "--summary-only", "--out", str(tmp_path))
     assert (tmp_path / "summary.csv").read_text() == (out / "summary.csv").read_text()
-    proc = cli("--n-neutral", "2", "--prompt-limit", "3", "--max-tokens", "400", "--no-figures", "--overwrite",
+    proc = cli("--parts", "weights,activations", "--n-neutral", "2", "--prompt-limit", "3", "--max-tokens", "400",
+               "--no-figures", "--overwrite",
                "--out", str(tmp_path))
     assert "activations neutral" in proc.stdout
     table = pd.read_csv(tmp_path / "activations.csv")

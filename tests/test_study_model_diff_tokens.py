@@ -1,8 +1,8 @@
 """studies.model_diff's token_shift and adl parts on tiny random pairs saved to disk."""
 
-import argparse
 import copy
 import json
+from functools import partial
 
 import pandas as pd
 import pytest
@@ -11,19 +11,22 @@ import torch
 import interp
 from interp.diff import token_shift as ts
 from studies._common import StudyError
-from studies.model_diff import adl as adl_part, token_shift as shift_part
+from studies.model_diff import parse_args, run_study
+from study_cli import rows_of, run_study_cli
 from tests.conftest import PROMPTS, build_tokenizer, random_model
 from tests.test_diff_tokens import offset_models
 
 
-def _args(*argv):
-    parser = argparse.ArgumentParser()
-    shift_part.add_arguments(parser)
-    adl_part.add_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lens", default="logit")
-    return parser.parse_args(list(argv))
+cli = partial(run_study_cli, "studies.model_diff")
+
+
+def _paths(pair):
+    return ("--base", pair.spec.source("base"), "--chat", pair.spec.source("chat"))
+
+
+def _run(pair, out, *argv):
+    """The study in this process (its StudyErrors raised, not printed)."""
+    return run_study(parse_args([*_paths(pair), "--out", str(out), "--no-figures", *argv]))
 
 
 def _save(model, folder):
@@ -51,10 +54,12 @@ def prompt_file(tmp_path_factory):
     return path
 
 
+SHIFT = ("--shift-max-new-tokens", "4", "--shift-chat-template", "off", "--shift-block", "2")
+
+
 def test_token_shift_part_writes_the_librarys_rows_and_resumes(random_pair, prompt_file, tmp_path):
-    args = _args("--shift-prompts", str(prompt_file), "--shift-max-new-tokens", "4", "--shift-chat-template", "off",
-                 "--shift-block", "2")
-    result = shift_part.run_part(random_pair, args, tmp_path)
+    cli(*_paths(random_pair), "--parts", "token_shift", "--shift-prompts", str(prompt_file), *SHIFT,
+        "--out", str(tmp_path))
     table = pd.read_csv(tmp_path / "token_shift.csv", keep_default_na=False)
     assert {"prompt_id", "prompt_kind", "position", "token", "base_rank", "shift_class", "kl"} <= set(table.columns)
     assert set(table["prompt_kind"]) == {"plain", "harmful"} and set(table["mode"]) == {"greedy", "sample"}
@@ -66,11 +71,18 @@ def test_token_shift_part_writes_the_librarys_rows_and_resumes(random_pair, prom
     expect = pd.DataFrame(ts.score_shift(base, responses)).sort_values(["mode", "prompt_kind", "prompt_id", "position"])
     assert table["base_rank"].tolist() == expect["base_rank"].tolist()
     assert table["kl"].tolist() == pytest.approx(expect["kl"].tolist(), rel=1e-4, abs=1e-6)
-    assert result["n_rows"] == len(expect) and result["n_prompts"] == len(PROMPTS)
-    assert {"token_shift_positions.csv", "token_shift_tokens.csv", "token_shift_positions.png"} <= set(result["outputs"])
-    lines = (tmp_path / "token_shift" / "results.jsonl").read_text().count("\n")
-    shift_part.run_part(random_pair, args, tmp_path)  # resumed: nothing recomputed
-    assert (tmp_path / "token_shift" / "results.jsonl").read_text().count("\n") == lines
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["rows_by_part"] == {"token_shift": len(expect)}
+    assert {"token_shift_positions.csv", "token_shift_tokens.csv", "token_shift_positions.png"} <= set(meta["outputs"])
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    shifted = summary[(summary["part"] == "token_shift") & (summary["metric"] == "frac_shifted")]
+    greedy = expect[(expect["mode"] == "greedy") & (expect["prompt_kind"] == "harmful")]
+    assert shifted.set_index("group").loc["greedy/harmful", "value"] == pytest.approx(
+        float((greedy["shift_class"] == "shifted").mean()), abs=1e-6)
+    log = (tmp_path / "results.jsonl").read_text()
+    cli(*_paths(random_pair), "--parts", "token_shift", "--shift-prompts", str(prompt_file), *SHIFT,
+        "--out", str(tmp_path))  # resumed: nothing recomputed
+    assert (tmp_path / "results.jsonl").read_text() == log
     assert pd.read_csv(tmp_path / "token_shift.csv", keep_default_na=False).equals(table)
 
 
@@ -83,15 +95,16 @@ def test_token_shift_part_bad_prompt_files(random_pair, tmp_path, content, messa
     if content is not None:
         path.write_text(content)
     with pytest.raises(StudyError, match=message):
-        shift_part.run_part(random_pair, _args("--shift-prompts", str(path)), tmp_path)
+        _run(random_pair, tmp_path / "run", "--parts", "token_shift", "--shift-prompts", str(path))
 
 
 def test_token_shift_part_bad_options(random_pair, prompt_file, tmp_path):
     with pytest.raises(StudyError, match="choose from greedy, sample"):
-        shift_part.run_part(random_pair, _args("--shift-prompts", str(prompt_file), "--shift-modes", "beam"), tmp_path)
+        _run(random_pair, tmp_path / "a", "--parts", "token_shift", "--shift-prompts", str(prompt_file),
+             "--shift-modes", "beam")
     with pytest.raises(StudyError, match="--shift-max-new-tokens must be >= 1"):
-        shift_part.run_part(random_pair, _args("--shift-prompts", str(prompt_file), "--shift-max-new-tokens", "0"),
-                            tmp_path)
+        _run(random_pair, tmp_path / "b", "--parts", "token_shift", "--shift-prompts", str(prompt_file),
+             "--shift-max-new-tokens", "0")
 
 
 def test_adl_part_recovers_the_offset_and_steers(tmp_path, prompt_file):
@@ -101,12 +114,11 @@ def test_adl_part_recovers_the_offset_and_steers(tmp_path, prompt_file):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(PROMPTS + ["the"]) + "\n")  # "the" is too short for skip 1 + k 3
     out = tmp_path / "run"
-    out.mkdir()
-    args = _args("--adl-texts", str(texts), "--adl-k", "3", "--adl-targets", "sorry cannot help",
-                 "--adl-steer-layers", "1", "--adl-scales", "1", "--shift-prompts", str(prompt_file),
-                 "--adl-max-new-tokens", "3")
-    result = adl_part.run_part(pair, args, out)
-    assert (result["n_texts"], result["n_dropped"]) == (len(PROMPTS), 1)
+    argv = ("--parts", "adl", "--adl-texts", str(texts), "--adl-k", "3", "--adl-targets", "sorry cannot help",
+            "--adl-steer-layers", "1", "--adl-scales", "1", "--shift-prompts", str(prompt_file),
+            "--adl-max-new-tokens", "3", "--out", str(out))
+    cli(*_paths(pair), *argv)
+    assert f"{len(PROMPTS)} neutral texts (1 too short, dropped)" in (out / "adl_tokens.md").read_text()
     tokens = pd.read_csv(out / "adl_tokens.csv", keep_default_na=False)
     norms = tokens.groupby("layer")["norm"].first()
     assert norms[1] == pytest.approx(float(v.norm()), rel=1e-5) and norms[0] < 1e-5
@@ -118,5 +130,43 @@ def test_adl_part_recovers_the_offset_and_steers(tmp_path, prompt_file):
     base_rows = steering[steering["model"] == "base"].set_index("prompt_id")
     chat_rows = steering[steering["model"] == "chat"].set_index("prompt_id")
     assert base_rows["after"].tolist() == chat_rows["before"].tolist()
-    again = adl_part.run_part(pair, args, out)  # the saved means are reused
-    assert pd.read_csv(out / "adl_tokens.csv", keep_default_na=False).equals(tokens) and again["n_texts"] == result["n_texts"]
+    log = (out / "results.jsonl").read_text()
+    cli(*_paths(pair), *argv)  # resumed: the part is done
+    assert (out / "results.jsonl").read_text() == log
+    assert pd.read_csv(out / "adl_tokens.csv", keep_default_na=False).equals(tokens)
+    (out / "results.jsonl").unlink()  # rows lost after the means were saved: the rerun gives the same tables
+    (out / "fingerprint.json").unlink()
+    cli(*_paths(pair), *argv)
+    assert pd.read_csv(out / "adl_tokens.csv", keep_default_na=False).equals(tokens)
+
+
+def test_cli_token_shift_and_adl_resume_refuse_summarise_overwrite(random_pair, prompt_file, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "run"
+    argv = (*_paths(random_pair), "--parts", "token_shift,adl", "--shift-prompts", str(prompt_file), *SHIFT,
+            "--adl-texts", str(texts), "--adl-k", "2", "--adl-steer-prompts", "1", "--adl-max-new-tokens", "2",
+            "--adl-targets", "sorry", "--no-figures", "--out", str(out))
+    proc = cli(*argv)
+    assert "token shift greedy/harmful" in proc.stdout and "adl through chat's lens" in proc.stdout
+    names = ("token_shift.csv", "token_shift_positions.csv", "token_shift_tokens.csv", "adl_tokens.csv",
+             "adl_targets.csv", "adl_steering.csv", "adl_tokens.md", "summary.csv")
+    first = {n: (out / n).read_text() for n in names}
+    assert set(pd.read_csv(out / "summary.csv")["part"]) == {"token_shift", "adl"}
+    assert {r["part"] for r in rows_of(out)} == {"token_shift", "adl"} and (out / "adl" / "mean_base.pt").is_file()
+    log = (out / "results.jsonl").read_text()
+    cli(*argv)  # resumed: no row recomputed, the same tables
+    assert (out / "results.jsonl").read_text() == log
+    assert {n: (out / n).read_text() for n in names} == first
+    # the parts' options are in the fingerprint: another --shift-limit (or --adl-k) into the folder is refused
+    for option in (("--shift-limit", "1"), ("--adl-k", "3")):
+        proc = cli(*argv, *option, check=False)
+        assert proc.returncode == 2 and f"{option[0][2:]}" in proc.stderr and "--overwrite" in proc.stderr, proc.stderr
+    for n in names:
+        (out / n).unlink()
+    cli(*argv, "--summary-only")  # the tables come back from the rows alone
+    assert {n: (out / n).read_text() for n in names} == first
+    cli(*argv[:-2], "--shift-limit", "1", "--parts", "token_shift", "--overwrite", "--out", str(out))
+    assert not (out / "adl").exists() and not (out / "adl_tokens.csv").exists()
+    assert {r["part"] for r in rows_of(out)} == {"token_shift"}
+    assert len({r["prompt_id"] for r in rows_of(out)}) == 2  # one prompt per kind

@@ -3,6 +3,7 @@
     python -m studies.model_diff                            # the toy pair, all parts
     python -m studies.model_diff --parts weights --pair llama2-7b   # weights only: no GPU needed
     python -m studies.model_diff --base PATH --chat PATH --lens tuned
+    python -m studies.model_diff --parts token_shift --base PATH --chat PATH --shift-prompts FILE.jsonl
 
 Parts (``--parts``, run in order; ``cli.PARTS``), each writing its table into the run folder
 (``runs/model_diff/<pair>/`` or ``--out``):
@@ -15,6 +16,15 @@ Parts (``--parts``, run in order; ``cli.PARTS``), each writing its table into th
   :mod:`studies.model_diff.activations`): residual difference, cosine, linear CKA and KL both
   ways between the two models' decoded distributions (``--lens``) on neutral text and on the
   toy prompts by kind (plain, benign, harmful); figure ``activation_divergence_by_layer``.
+- ``token_shift`` (``token_shift.csv``, one row per prompt x mode x answer position, with
+  ``token_shift_positions.csv`` and ``token_shift_tokens.csv``; :mod:`studies.model_diff.token_shift`):
+  URIAL's token distribution shift: the chat model answers (greedy and sampled), the base
+  model ranks each answer token exactly (``unshifted`` / ``marginal`` / ``shifted``) and gives
+  KL(chat || base); ``--shift-*`` options; figure ``token_shift_positions``.
+- ``adl`` (``adl_tokens.csv``, ``adl_targets.csv``, ``adl_steering.csv``, ``adl_tokens.md``;
+  :mod:`studies.model_diff.adl`): the activation difference lens, the mean residual difference
+  chat - base on neutral text per layer, decoded by each member's lens and added as a steering
+  vector; ``--adl-*`` options; its means are cached in ``adl/``; figure ``adl_target_rank``.
 
 All parts' rows share one resumable ``results.jsonl`` (key fields ``part``, ``key``); the
 tables, ``summary.csv`` (``part, group, layer, metric, value``) and figures are rebuilt from

@@ -2,15 +2,14 @@
 :mod:`interp.diff.adl`): the mean ``resid_post`` difference chat - base over the first
 ``--adl-k`` tokens of neutral text, per layer, decoded to top tokens and used to steer.
 
-Entry point for the study's CLI (``studies.model_diff.cli`` wires it into ``--parts``)::
-
-    add_arguments(parser)                 # the --adl-* options below (--lens is the study's)
-    result = run_part(pair, args, out)    # pair: interp.Pair; out: the run folder
-
+A part of the study (``PART``, :class:`studies.model_diff.parts.Part`; ``--parts adl``).
 Models load one at a time: base (its mean), chat (its mean; the vectors are then known:
 decode them through chat's lens, steer chat), base again (decode through base's lens, steer
-base). Each member's mean is saved in ``out/adl/mean_<member>.pt`` with its settings, so a
-rerun with the same settings skips the forwards. Outputs:
+base). Each member's mean is saved in ``out/adl/mean_<member>.pt`` with its settings, so an
+interrupted run skips those forwards (``--overwrite`` deletes the folder). All rows go to the
+study's ``results.jsonl`` in one batch (``part="adl"``, field ``table`` = ``tokens``,
+``targets``, ``steering`` or ``texts``), so a finished part is skipped on resume. From the rows
+alone it writes:
 
 * ``adl_tokens.csv``: ``lens_model`` (whose final norm / unembedding or tuned lens decoded),
   ``lens``, ``layer``, ``rank``, ``token_id``, ``token``, ``logit``, ``prob``, ``norm``
@@ -24,7 +23,9 @@ rerun with the same settings skips the forwards. Outputs:
 * ``adl_tokens.md``: the top tokens per layer as a table; ``adl_target_rank.png/.pdf``: the
   targets' median rank by layer.
 
-Returns ``{"outputs": [...], "summary": [...], "n_texts": ..., "n_dropped": ...}``.
+``summary.csv`` rows: ``target_median_rank`` (group ``<member>'s lens``, per layer) and
+``steered_target_rate`` / ``target_rate_before`` (group ``<model> x<scale> <kind>``, at the
+steered layer).
 Neutral text: ``--adl-texts FILE`` (one text a line) or, by default, documents of the toy
 world's pretraining mixture without its chat and cue kinds (facts, lists, Q/A shots, copies;
 no request and no refusal), ``--adl-n-texts`` of them from a fixed seed.
@@ -32,16 +33,20 @@ no request and no refusal), ``--adl-n-texts`` of them from a fixed seed.
 
 from __future__ import annotations
 
-import random
+import json
 from pathlib import Path
 
 from studies._common import StudyError
+from studies.model_diff.parts import Part
 
-PART = "adl"
+NAME = "adl"
+TABLES = ("tokens", "targets", "steering", "texts")
 NEUTRAL_KINDS_DROPPED = ("chat", "chat_cue", "cue")
 NEUTRAL_SEED = 14  # the neutral documents are not the pretraining stream (seed 0)
+# the lens is the study's (it enters the fingerprint by its files' hashes); the steered prompts are the
+# token-shift part's prompt set, so its options enter through work()
 ROW_OPTIONS = ("adl_texts", "adl_n_texts", "adl_k", "adl_skip", "adl_targets", "adl_steer_layers", "adl_scales",
-               "adl_steer_prompts", "adl_max_new_tokens", "lens")
+               "adl_steer_prompts", "adl_max_new_tokens")
 OUTPUTS = ("adl_tokens.csv", "adl_targets.csv", "adl_steering.csv", "adl_tokens.md")
 
 
@@ -123,7 +128,7 @@ def _steer_prompts(args) -> list[dict]:
     from studies.model_diff.token_shift import prompt_set
 
     n = int(getattr(args, "adl_steer_prompts", 4))
-    records = prompt_set(args) if hasattr(args, "shift_limit") else prompt_set(_Defaults())
+    records = prompt_set(args)  # the token-shift part's options are always parsed
     out, seen = [], {}
     for r in records:
         if r["kind"] != "benign" and seen.get(r["kind"], 0) < n:  # plain and harmful (and a file's kinds)
@@ -132,32 +137,28 @@ def _steer_prompts(args) -> list[dict]:
     return out
 
 
-class _Defaults:
-    """The token-shift part's defaults, when the study runs ``adl`` alone."""
+def run(ctx) -> None:
+    """The vectors, their decoding and the steering (see the module docstring), unless done."""
+    import time
 
-    shift_prompts = None
-    shift_limit = 100
-    seed = 0
-
-
-def run_part(pair, args, out: Path) -> dict:
-    """The vectors, their decoding and the steering (see the module docstring)."""
     import torch
 
     from interp.diff.adl import adl_vectors, decode_vectors, steer
     from interp.lens import resolve_lens, target_rank
-    from studies._lens import resolve_lens_option
     from studies.model_diff.token_shift import _free
 
+    if ctx.log.done((NAME, "texts")):  # written last, with all the others
+        return
+    pair, args, out, lens = ctx.pair, ctx.args, ctx.out, ctx.lens
+    t0 = time.perf_counter()
     for name in ("adl_k", "adl_steer_prompts", "adl_max_new_tokens"):
         if int(getattr(args, name)) < 1:
             raise StudyError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    lens = resolve_lens_option(getattr(args, "lens", "logit"), pair)
     scales = _numbers(args.adl_scales, "--adl-scales")
     texts = neutral_texts(args)
     targets_text = _targets(args, pair)
     prompts = _steer_prompts(args)
-    folder = Path(out) / PART
+    folder = Path(out) / NAME
     means, vectors = {}, None
     token_rows, target_rows, steer_rows = [], [], []
     for member in ("base", "chat", "base"):
@@ -197,7 +198,25 @@ def run_part(pair, args, out: Path) -> dict:
                                        "target_before": _contains(lm, b_text, targets_text),
                                        "target_after": _contains(lm, a_text, targets_text)})
         _free(lm)
-    return write_outputs(token_rows, target_rows, steer_rows, Path(out), means["base"])
+    m = means["base"]
+    texts_row = {"table": "texts", "n_texts": m.n_texts, "n_dropped": m.n_dropped, "skip": m.skip,
+                 "n_positions": int(m.mean.shape[1])}
+    keyed = [{"part": NAME, "key": "texts", **texts_row}]
+    for table, rows in (("tokens", token_rows), ("targets", target_rows), ("steering", steer_rows)):
+        keyed += [{"part": NAME, "key": json.dumps([table, i]), "table": table, **r} for i, r in enumerate(rows)]
+    ctx.log.write(keyed)
+    ctx.timings[f"{NAME}_s"] = round(time.perf_counter() - t0, 2)
+
+
+def work(args) -> dict:
+    """The neutral texts (a hash) and the steered prompts, for the run's fingerprint."""
+    import hashlib
+
+    texts = neutral_texts(args)
+    return {"n_texts": len(texts), "sha256": hashlib.sha256("\n\0".join(texts).encode("utf-8")).hexdigest(),
+            "steer_prompts": [p["id"] for p in _steer_prompts(args)]}
+
+
 
 
 def _contains(lm, text: str, target: str | None) -> bool | None:
@@ -209,18 +228,27 @@ def _contains(lm, text: str, target: str | None) -> bool | None:
     return norm.strip() in text
 
 
-def write_outputs(token_rows, target_rows, steer_rows, out: Path, base_mean) -> dict:
+def _split(rows: list[dict]) -> dict[str, list[dict]]:
+    """The part's rows by ``table``, without the log's fields."""
+    out = {t: [] for t in TABLES}
+    for r in rows:
+        out[r["table"]].append({k: v for k, v in r.items() if k not in ("part", "key", "table")})
+    return out
+
+
+def tables(rows: list[dict], out: Path) -> list[Path]:
     import pandas as pd
 
-    tokens = pd.DataFrame(token_rows)
+    split, out = _split(rows), Path(out)
+    texts = split["texts"][0]
+    tokens = pd.DataFrame(split["tokens"])
     tokens.to_csv(out / "adl_tokens.csv", index=False, float_format="%.6g")
-    targets = pd.DataFrame(target_rows, columns=["lens_model", "lens", "layer", "token_id", "token", "rank"])
+    targets = pd.DataFrame(split["targets"], columns=["lens_model", "lens", "layer", "token_id", "token", "rank"])
     targets.to_csv(out / "adl_targets.csv", index=False)
-    steering = pd.DataFrame(steer_rows)
-    steering.to_csv(out / "adl_steering.csv", index=False)
+    pd.DataFrame(split["steering"]).to_csv(out / "adl_steering.csv", index=False)
     lines = ["# Activation difference lens: top tokens of the mean chat - base residual difference", "",
-             f"{base_mean.n_texts} neutral texts ({base_mean.n_dropped} too short, dropped), positions "
-             f"{base_mean.skip}..{base_mean.skip + base_mean.mean.shape[1] - 1}.", "",
+             f"{texts['n_texts']} neutral texts ({texts['n_dropped']} too short, dropped), positions "
+             f"{texts['skip']}..{texts['skip'] + texts['n_positions'] - 1}.", "",
              "| layer | norm | " + " | ".join(f"top-5 ({m}'s lens)" for m in tokens["lens_model"].unique()) + " |",
              "|---|---|" + "---|" * tokens["lens_model"].nunique()]
     for layer, g in tokens.groupby("layer"):
@@ -228,20 +256,38 @@ def write_outputs(token_rows, target_rows, steer_rows, out: Path, base_mean) -> 
                  for m in tokens["lens_model"].unique()]
         lines.append(f"| {layer} | {g['norm'].iloc[0]:.3g} | " + " | ".join(cells) + " |")
     (out / "adl_tokens.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    outputs = list(OUTPUTS)
-    summary = []
-    if not targets.empty:
-        from figures.by_layer import plot_by_layer
+    return [out / name for name in OUTPUTS]
 
-        med = targets.groupby(["lens_model", "layer"], as_index=False)["rank"].median()
-        paths = plot_by_layer(med, out / "adl_target_rank", value_col="rank", model_col="lens_model",
-                              ylabel="median rank of target tokens", title="ADL: target tokens' rank by layer")
-        outputs += [p.name for p in paths]
-        summary += [{"part": PART, "metric": "target_median_rank", "lens_model": r.lens_model, "layer": int(r.layer),
-                     "value": float(r["rank"])} for _, r in med.iterrows()]
+
+def _median_ranks(rows: list[dict]):
+    import pandas as pd
+
+    targets = pd.DataFrame(_split(rows)["targets"], columns=["lens_model", "lens", "layer", "token_id", "token", "rank"])
+    return targets.groupby(["lens_model", "layer"], as_index=False)["rank"].median()
+
+
+def figures(rows: list[dict], out: Path) -> list[Path]:
+    med = _median_ranks(rows)
+    if med.empty:
+        return []
+    from figures.by_layer import plot_by_layer
+
+    return list(plot_by_layer(med, Path(out) / "adl_target_rank", value_col="rank", model_col="lens_model",
+                              ylabel="median rank of target tokens", title="ADL: target tokens' rank by layer"))
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    import pandas as pd
+
+    out = [{"part": NAME, "group": f"{r.lens_model}'s lens", "layer": int(r.layer), "metric": "target_median_rank",
+            "value": float(r["rank"])} for _, r in _median_ranks(rows).iterrows()]
+    steering = pd.DataFrame(_split(rows)["steering"])
     if not steering.empty and steering["target_after"].notna().any():
         for (model, layer, scale, kind), g in steering.groupby(["model", "layer", "scale", "prompt_kind"]):
-            summary.append({"part": PART, "metric": "steered_target_rate", "lens_model": model, "layer": int(layer),
-                            "scale": scale, "prompt_kind": kind, "value": float(g["target_after"].mean()),
-                            "before": float(g["target_before"].mean())})
-    return {"outputs": outputs, "summary": summary, "n_texts": base_mean.n_texts, "n_dropped": base_mean.n_dropped}
+            for metric, column in (("steered_target_rate", "target_after"), ("target_rate_before", "target_before")):
+                out.append({"part": NAME, "group": f"{model} x{scale:g} {kind}", "layer": int(layer), "metric": metric,
+                            "value": float(g[column].mean())})
+    return out
+
+
+PART = Part(NAME, add_arguments, ROW_OPTIONS, run, tables, summary, figures, work, outputs=OUTPUTS, folders=(NAME,))

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from studies._common import add_model_options, add_run_options, load_kwargs
 from studies._lens import add_lens_option, resolve_lens_option
-from studies.model_diff import activations, weights
+from studies.model_diff import activations, adl, token_shift, weights
 from studies.model_diff.parts import KEY_FIELDS, Context, Part
 
 STUDY = "model_diff"
 # The parts, run in this order. A new part is a module with a ``PART`` (studies.model_diff.parts.Part)
 # appended here; its rows share results.jsonl (key fields part, key).
-PARTS: list[Part] = [weights.PART, activations.PART]
+PARTS: list[Part] = [weights.PART, activations.PART, token_shift.PART, adl.PART]
 # Options of the whole study deciding rows; each part adds its own (Part.row_options). --parts
 # does not: a part's rows do not depend on which other parts ran, so parts may run separately
 # into one folder.
@@ -86,6 +86,15 @@ def _report(summary_path: Path) -> str:
         kl = g[g["metric"] == "kl_base_chat"].iloc[0]
         lines.append(f"activations {corpus}: largest rel diff {peak['value']:.3f} at block {int(peak['layer'])}; "
                      f"KL(base||chat) at block {int(kl['layer'])} {kl['value']:.4f}")
+    t = s[s["part"] == token_shift.NAME]
+    for group, g in t.groupby("group", sort=False):
+        get = dict(zip(g["metric"], g["value"]))
+        lines.append(f"token shift {group}: {get['frac_shifted']:.1%} shifted, {get['frac_marginal']:.1%} marginal "
+                     f"of {int(get['n'])} answer positions; mean KL(chat||base) {get['mean_kl']:.3f}")
+    r = s[(s["part"] == adl.NAME) & (s["metric"] == "target_median_rank")]
+    for group, g in r.groupby("group", sort=False):
+        last = g.sort_values("layer").iloc[-1]
+        lines.append(f"adl through {group}: target tokens' median rank {last['value']:g} at block {int(last['layer'])}")
     return "\n".join(lines)
 
 
@@ -114,6 +123,12 @@ def run_study(args) -> int:
     fingerprint = run_fingerprint(STUDY, pair, options, args.seed, work)
     outputs = ["summary.csv", *(name for p in PARTS for name in p.outputs)]
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=outputs)
+    if args.overwrite:  # open_run deleted the files; the parts' caches go too
+        import shutil
+
+        for folder in (out / name for part in PARTS for name in part.folders):
+            if folder.is_dir():
+                shutil.rmtree(folder)
     ctx = Context(args, pair, out, None, lens)
     if not args.summary_only:
         ctx.log = ResultsLog(out / results_name(shard), KEY_FIELDS)

@@ -47,6 +47,7 @@ class Part:
             run's fingerprint, or ``None``.
         outputs: the files its ``tables`` write (``--overwrite`` deletes them; figures are
             named in ``meta.json``).
+        folders: subfolders of the run folder it keeps caches in (``--overwrite`` deletes them).
     """
 
     name: str
@@ -58,3 +59,4 @@ class Part:
     figures: Callable
     work: Callable = lambda args: None
     outputs: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()

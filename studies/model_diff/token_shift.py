@@ -1,16 +1,12 @@
 """Model-diff part ``token_shift``: URIAL's token distribution shift along the chat model's answers
 (:mod:`interp.diff.token_shift`).
 
-Entry point for the study's CLI (``studies.model_diff.cli`` wires it into ``--parts``)::
-
-    add_arguments(parser)                         # the --shift-* options below
-    result = run_part(pair, args, out)            # pair: interp.Pair; out: the run folder
-
-``run_part`` reads the prompt set (:func:`prompt_set`), and in blocks of ``--shift-block``
+A part of the study (``PART``, :class:`studies.model_diff.parts.Part`; ``--parts token_shift``).
+Its ``run`` reads the prompt set (:func:`prompt_set`), and in blocks of ``--shift-block``
 prompts loads the chat model (answers + its own log-probs), then the base model (ranks, KL),
-one at a time, appending rows to ``out/token_shift/results.jsonl`` (resumable: a prompt whose
-rows exist is skipped; ``--overwrite`` is the study's, it deletes that folder). Then it writes,
-from the rows alone:
+one at a time, appending one row per prompt x mode x answer position to the study's
+``results.jsonl`` (``part="token_shift"``, ``key`` = ``[mode, prompt_id, position]``; a prompt
+whose rows exist is skipped on resume). From the rows alone it writes:
 
 * ``token_shift.csv``: one row per prompt x mode x answer position: ``prompt_id``,
   ``prompt_kind``, ``mode``, ``position``, ``token_id``, ``token``, ``base_rank``,
@@ -18,10 +14,9 @@ from the rows alone:
 * ``token_shift_positions.csv``: fractions per class and mean KL by mode, kind and position
   (positions from ``--shift-max-position`` pooled) and over all positions (``position=all``);
 * ``token_shift_tokens.csv``: the most shifted tokens per mode and kind;
-* ``token_shift_positions.png/.pdf``: shift fractions by position, one panel per kind.
-
-It returns ``{"outputs": [file names], "summary": [rows], "n_prompts": ..., "n_rows": ...}``;
-``summary`` rows are the ``position == "all"`` fractions with ``part="token_shift"``.
+* ``token_shift_positions.png/.pdf``: shift fractions by position, one panel per kind;
+* ``summary.csv`` rows (group ``mode/kind``): ``n`` positions, ``frac_unshifted``,
+  ``frac_marginal``, ``frac_shifted`` and ``mean_kl`` over all positions.
 
 Prompts: for the toy pair (and by default) the toy world's chat-format prompts, ``plain``
 (style ``chat``), ``benign`` (``chat_benign``) and ``harmful`` (``chat_harmful``), at most
@@ -39,12 +34,13 @@ import random
 from pathlib import Path
 
 from studies._common import StudyError
+from studies.model_diff.parts import Part
 
-PART = "token_shift"
-KEY = ("mode", "prompt_id", "position")
+NAME = "token_shift"
 TOY_STYLES = {"plain": "chat", "benign": "chat_benign", "harmful": "chat_harmful"}
+# shift_max_position shapes the tables only, but they are rebuilt from the rows alone, so the rows carry it
 ROW_OPTIONS = ("shift_prompts", "shift_limit", "shift_max_new_tokens", "shift_modes", "shift_temperature",
-               "shift_chat_template")
+               "shift_chat_template", "shift_max_position")
 OUTPUTS = ("token_shift.csv", "token_shift_positions.csv", "token_shift_tokens.csv")
 
 
@@ -150,22 +146,28 @@ def _free(lm) -> None:
         pass
 
 
-def run_part(pair, args, out: Path) -> dict:
-    """Compute the missing rows, then the tables and figure (see the module docstring)."""
+def _key(mode: str, prompt_id: str, position: int) -> str:
+    return json.dumps([mode, prompt_id, int(position)])
+
+
+def run(ctx) -> None:
+    """Append the rows of the prompts not yet done (see the module docstring)."""
+    import time
+
     from interp.diff.token_shift import chat_responses, score_shift
     from studies._common import progress
-    from studies._results import ResultsLog, read_results
     from studies._shards import chunked
 
+    args, pair = ctx.args, ctx.pair
     modes = _modes(args)
-    for name in ("shift_max_new_tokens", "shift_block"):
+    for name in ("shift_max_new_tokens", "shift_block", "shift_max_position"):
         if int(getattr(args, name)) < 1:
             raise StudyError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     prompts = prompt_set(args)
-    folder = Path(out) / PART
-    log = ResultsLog(folder / "results.jsonl", KEY)
-    todo = [p for p in prompts if not all(log.done((m, p["id"], 0)) for m in modes)]
+    # a prompt's rows are written in one batch, so its position 0 stands for all of them
+    todo = [p for p in prompts if not all(ctx.log.done((NAME, _key(m, p["id"], 0))) for m in modes)]
     batch_size = int(getattr(args, "batch_size", None) or 8)
+    t0 = time.perf_counter()
     for block in progress(chunked(todo, int(args.shift_block)), desc="token shift blocks"):
         chat = pair.load("chat")
         responses = chat_responses(chat, _render(chat, block, args), [p["id"] for p in block],
@@ -176,21 +178,41 @@ def run_part(pair, args, out: Path) -> dict:
         base = pair.load("base")
         rows = score_shift(base, responses, batch_size=batch_size)  # refuses another tokenizer
         _free(base)
-        log.write(rows)
-    wanted = {p["id"] for p in prompts}  # rows of other prompts (an earlier, larger --shift-limit) stay in the log
-    rows = [r for r in read_results(folder, KEY) if r["mode"] in modes and r["prompt_id"] in wanted]
-    return write_outputs(rows, Path(out), int(args.shift_max_position), len(prompts))
+        # max_position (a row option, so equal in every row) is carried for the tables, which see rows only
+        ctx.log.write([{"part": NAME, "key": _key(r["mode"], r["prompt_id"], r["position"]), **r,
+                        "max_position": int(args.shift_max_position)} for r in rows])
+    ctx.timings[f"{NAME}_s"] = round(time.perf_counter() - t0, 2)
 
 
-def write_outputs(rows: list[dict], out: Path, max_position: int, n_prompts: int) -> dict:
-    """The tables and the figure, from the rows alone."""
+def work(args) -> dict:
+    """The prompt set, for the run's fingerprint: ids and kinds, and a hash of the texts."""
+    import hashlib
+
+    prompts = prompt_set(args)
+    digest = hashlib.sha256("\n\0".join(p["prompt"] for p in prompts).encode("utf-8")).hexdigest()
+    return {"prompts": [[p["id"], p["kind"]] for p in prompts], "sha256": digest}
+
+
+COLUMNS = ["prompt_id", "prompt_kind", "mode", "position", "token_id", "token", "base_rank", "shift_class", "kl",
+           "chat_logprob", "base_logprob"]
+
+
+def _rows(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("part", "key", "max_position")} for r in rows]
+
+
+def _max_position(rows: list[dict]) -> int:
+    return int(rows[0]["max_position"]) if rows else 16
+
+
+def tables(rows: list[dict], out: Path) -> list[Path]:
+    """The three tables, from the rows alone."""
     import pandas as pd
 
     from interp.diff.token_shift import SHIFT_CLASSES, fractions_by_position, most_shifted_tokens
 
-    columns = ["prompt_id", "prompt_kind", "mode", "position", "token_id", "token", "base_rank", "shift_class", "kl",
-               "chat_logprob", "base_logprob"]
-    table = pd.DataFrame(rows, columns=columns).sort_values(["mode", "prompt_kind", "prompt_id", "position"])
+    max_position, rows, out = _max_position(rows), _rows(rows), Path(out)
+    table = pd.DataFrame(rows, columns=COLUMNS).sort_values(["mode", "prompt_kind", "prompt_id", "position"])
     table.to_csv(out / "token_shift.csv", index=False, float_format="%.6g")
     fractions = pd.DataFrame(fractions_by_position(rows, max_position=max_position),
                              columns=["mode", "prompt_kind", "position", "n", *SHIFT_CLASSES, "mean_kl"])
@@ -198,17 +220,46 @@ def write_outputs(rows: list[dict], out: Path, max_position: int, n_prompts: int
     pd.DataFrame(most_shifted_tokens(rows), columns=["mode", "prompt_kind", "token", "n", "n_shifted", "frac_shifted",
                                                     "mean_kl"]).to_csv(out / "token_shift_tokens.csv", index=False,
                                                                        float_format="%.6g")
-    outputs = list(OUTPUTS)
-    by_pos = fractions[fractions["position"] != "all"]
-    if not by_pos.empty:
-        from figures.by_layer import plot_by_layer
+    return [out / name for name in OUTPUTS]
 
-        long = by_pos.melt(id_vars=["mode", "prompt_kind", "position"], value_vars=list(SHIFT_CLASSES),
-                           var_name="class", value_name="fraction").assign(
-            position=lambda d: d["position"].astype(int), facet=lambda d: d["mode"] + " / " + d["prompt_kind"])
-        paths = plot_by_layer(long, out / "token_shift_positions", value_col="fraction", layer_col="position",
+
+def figures(rows: list[dict], out: Path) -> list[Path]:
+    """Shift fractions by answer position, one panel per mode and kind."""
+    import pandas as pd
+
+    from interp.diff.token_shift import SHIFT_CLASSES, fractions_by_position
+
+    max_position = _max_position(rows)
+    fractions = pd.DataFrame(fractions_by_position(_rows(rows), max_position=max_position),
+                             columns=["mode", "prompt_kind", "position", "n", *SHIFT_CLASSES, "mean_kl"])
+    by_pos = fractions[fractions["position"] != "all"]
+    if by_pos.empty:
+        return []
+    from figures.by_layer import plot_by_layer
+
+    long = by_pos.melt(id_vars=["mode", "prompt_kind", "position"], value_vars=list(SHIFT_CLASSES),
+                       var_name="class", value_name="fraction").assign(
+        position=lambda d: d["position"].astype(int), facet=lambda d: d["mode"] + " / " + d["prompt_kind"])
+    return list(plot_by_layer(long, Path(out) / "token_shift_positions", value_col="fraction", layer_col="position",
                               model_col="class", facet_col="facet", ylabel="fraction of positions",
-                              title=f"token shift by answer position (positions >= {max_position} pooled)")
-        outputs += [p.name for p in paths]
-    summary = [{"part": PART, **row} for row in fractions_by_position(rows) if row["position"] == "all"]
-    return {"outputs": outputs, "summary": summary, "n_prompts": n_prompts, "n_rows": len(rows)}
+                              title=f"token shift by answer position (positions >= {max_position} pooled)"))
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Over all answer positions, per mode and kind (``group`` = ``mode/kind``): the fraction of
+    positions in each class, the mean KL and the number of positions."""
+    from interp.diff.token_shift import SHIFT_CLASSES, fractions_by_position
+
+    out = []
+    for r in fractions_by_position(_rows(rows)):
+        if r["position"] != "all":
+            continue
+        group = f"{r['mode']}/{r['prompt_kind']}"
+        for metric in ("n", *(f"frac_{c}" for c in SHIFT_CLASSES), "mean_kl"):
+            value = r[metric.removeprefix("frac_")]
+            out.append({"part": NAME, "group": group, "layer": None, "metric": metric,
+                        "value": int(value) if metric == "n" else float(value)})
+    return out
+
+
+PART = Part(NAME, add_arguments, ROW_OPTIONS, run, tables, summary, figures, work, outputs=OUTPUTS)

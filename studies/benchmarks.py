@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "benchmarks"
@@ -368,16 +368,9 @@ def report(summary, comparison) -> str:
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
-def _csv(text: str) -> tuple[str, ...]:
-    parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    if not parts:
-        raise argparse.ArgumentTypeError("give at least one value")
-    return parts
-
-
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(p) for p in _csv(text))
+        values = tuple(int(p) for p in comma_list(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if any(v < 0 for v in values):
@@ -386,7 +379,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _on_off(text: str) -> tuple[bool, ...]:
-    parts = _csv(text)
+    parts = comma_list(text)
     bad = [p for p in parts if p not in ("on", "off")]
     if bad:
         raise argparse.ArgumentTypeError(f"invalid choice {bad[0]!r}; choose from on, off")
@@ -398,7 +391,7 @@ def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) ->
     p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
     p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
     p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
-    p.add_argument("--tasks", type=_csv, default=tuple(default_tasks), help=f"default {','.join(default_tasks)}")
+    p.add_argument("--tasks", type=comma_list, default=tuple(default_tasks), help=f"default {','.join(default_tasks)}")
     p.add_argument("--data", action="append", metavar="TASK=PATH", help="a task's data file (repeatable); default: fixtures")
     p.add_argument("--limit", type=int, help="at most N items per task")
     p.add_argument("--layers", choices=("all", "none"), default="all", help="readouts at every block too (through --lens)")

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from studies._common import add_model_options, add_run_options, load_kwargs
 from studies._lens import add_lens_option, resolve_lens_option
-from studies.model_diff import activations, adl, token_shift, weights
+from studies.model_diff import activations, adl, amplify, token_shift, weights
 from studies.model_diff.parts import KEY_FIELDS, Context, Part
 
 STUDY = "model_diff"
 # The parts, run in this order. A new part is a module with a ``PART`` (studies.model_diff.parts.Part)
 # appended here; its rows share results.jsonl (key fields part, key).
-PARTS: list[Part] = [weights.PART, activations.PART, token_shift.PART, adl.PART]
+PARTS: list[Part] = [weights.PART, activations.PART, token_shift.PART, adl.PART, amplify.PART]
+# --parts without a value: the parts not opt-in (amplify holds both models in memory)
+DEFAULT_PARTS = tuple(p.name for p in PARTS if not p.opt_in)
 # Options of the whole study deciding rows; each part adds its own (Part.row_options). --parts
 # does not: a part's rows do not depend on which other parts ran, so parts may run separately
 # into one folder.
@@ -28,9 +30,11 @@ SUMMARY_COLUMNS = ("part", "group", "layer", "metric", "value")
 def _parts(text: str) -> tuple[str, ...]:
     names = [p.name for p in PARTS]
     chosen = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if "all" in chosen:
+        chosen = tuple(names)
     bad = [p for p in chosen if p not in names]
     if bad or not chosen:
-        raise argparse.ArgumentTypeError(f"invalid part {bad[0] if bad else text!r}; choose from {', '.join(names)}")
+        raise argparse.ArgumentTypeError(f"invalid part {bad[0] if bad else text!r}; choose from {', '.join(names)} or all")
     return tuple(n for n in names if n in chosen)  # always in PARTS order
 
 
@@ -42,8 +46,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
     p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
     p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
-    p.add_argument("--parts", type=_parts, default=tuple(p.name for p in PARTS),
-                   help=f"comma-separated parts to run, in this order: {','.join(p.name for p in PARTS)} (default all)")
+    p.add_argument("--parts", type=_parts, default=DEFAULT_PARTS,
+                   help=f"comma-separated parts to run, in this order: {','.join(p.name for p in PARTS)}, or all "
+                        f"(default {','.join(DEFAULT_PARTS)}; opt-in: "
+                        f"{','.join(p.name for p in PARTS if p.opt_in)}, which holds both models in memory)")
     add_lens_option(p)
     for part in PARTS:
         part.add_options(p)
@@ -95,6 +101,9 @@ def _report(summary_path: Path) -> str:
     for group, g in r.groupby("group", sort=False):
         last = g.sort_values("layer").iloc[-1]
         lines.append(f"adl through {group}: target tokens' median rank {last['value']:g} at block {int(last['layer'])}")
+    m = s[(s["part"] == amplify.NAME) & (s["metric"] == "refusal_rate")]
+    if not m.empty:
+        lines.append("amplify refusal rate: " + ", ".join(f"{g} {v:.2f}" for g, v in zip(m["group"], m["value"])))
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ class Part:
         outputs: the files its ``tables`` write (``--overwrite`` deletes them; figures are
             named in ``meta.json``).
         folders: subfolders of the run folder it keeps caches in (``--overwrite`` deletes them).
+        opt_in: left out of the default ``--parts`` (runs only when named, or with ``all``).
     """
 
     name: str
@@ -60,3 +61,4 @@ class Part:
     work: Callable = lambda args: None
     outputs: tuple[str, ...] = ()
     folders: tuple[str, ...] = ()
+    opt_in: bool = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,12 +237,9 @@ class Pair:
             lm = self.load(member)
             this_vocab = lm.tokenizer.get_vocab() if lm.tokenizer is not None else None
             if vocab is not None and this_vocab != vocab:
-                only_chat = sorted(set(this_vocab) - set(vocab))[:5]
-                only_base = sorted(set(vocab) - set(this_vocab))[:5]
                 raise LoadError(
-                    f"pair {self.name!r}: base and chat tokenizers differ ({len(vocab)} vs "
-                    f"{len(this_vocab)} tokens; only in chat e.g. {only_chat}, only in base e.g. "
-                    f"{only_base}); per-token comparisons would be silently wrong"
+                    f"pair {self.name!r}: base and chat tokenizers differ ({vocab_difference(vocab, this_vocab)}); "
+                    "per-token comparisons would be silently wrong"
                 )
             vocab = this_vocab
             yield member, lm
@@ -259,3 +256,12 @@ def load_pair(name: str | None = None, *, base: str | None = None, chat: str | N
             raise LoadError("a custom pair needs both --base and --chat")
         return Pair.custom(base, chat, **load_kwargs)
     return Pair(get_pair(name or "toy"), load_kwargs)
+
+
+def vocab_difference(first: Mapping[str, int], second: Mapping[str, int], names: tuple[str, str] = ("base", "chat")) -> str:
+    """What tells two tokenizer vocabularies apart, for an error message: their sizes and a few
+    tokens only one of them has (``"100 vs 101 tokens; only in chat e.g. [...], only in base e.g. [...]"``)."""
+    only_first = sorted(set(first) - set(second))[:5]
+    only_second = sorted(set(second) - set(first))[:5]
+    return (f"{len(first)} vs {len(second)} tokens; only in {names[1]} e.g. {only_second}, "
+            f"only in {names[0]} e.g. {only_first}")

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.loading import vocab_difference
 
 # Position buckets (start, end) of a token's position within its text, end exclusive. Position
 # 0 on its own: the first token's residual is an outlier in most LMs (an attention sink).
@@ -111,9 +112,8 @@ def check_pair(base: Collected, chat: Collected) -> None:
     """Raise PairMismatch unless the two collections are of one vocabulary, one shape and the
     same tokens."""
     if base.vocab is not None and chat.vocab is not None and base.vocab != chat.vocab:
-        only_chat, only_base = sorted(set(chat.vocab) - set(base.vocab))[:5], sorted(set(base.vocab) - set(chat.vocab))[:5]
-        raise PairMismatch(f"base and chat tokenizers differ ({len(base.vocab)} vs {len(chat.vocab)} tokens; only in "
-                           f"chat e.g. {only_chat}, only in base e.g. {only_base}); per-token comparisons need one")
+        raise PairMismatch(f"base and chat tokenizers differ ({vocab_difference(base.vocab, chat.vocab)}); "
+                           "per-token comparisons need one")
     if base.resid.shape[0] != chat.resid.shape[0] or base.resid.shape[2] != chat.resid.shape[2]:
         raise PairMismatch(f"base has {base.resid.shape[0]} layers of d_model {base.resid.shape[2]}, chat "
                            f"{chat.resid.shape[0]} of {chat.resid.shape[2]}; layer-by-layer comparison needs the same")

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from interp.diff._decode import decode, last_logits, prompt_ids
 from interp.errors import InterpError, PromptError
+from interp.loading import vocab_difference
 
 SHIFT_CLASSES: tuple[str, ...] = ("unshifted", "marginal", "shifted")
 MODES: tuple[str, ...] = ("greedy", "sample")
@@ -60,13 +61,10 @@ def vocab_hash(lm) -> str:
 def check_same_tokenizer(a, b) -> None:
     """Raise InterpError unless ``a`` and ``b`` share one tokenizer vocabulary and vocabulary size."""
     if vocab_hash(a) != vocab_hash(b) or a.d_vocab != b.d_vocab:
-        va, vb = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()
-        only_a = sorted(set(va) - set(vb))[:5]
-        only_b = sorted(set(vb) - set(va))[:5]
+        difference = vocab_difference(a.tokenizer.get_vocab(), b.tokenizer.get_vocab(), names=("the first", "the second"))
         raise InterpError(
-            f"{a.name!r} and {b.name!r} have different tokenizers ({len(va)} vs {len(vb)} tokens, "
-            f"vocab sizes {a.d_vocab} vs {b.d_vocab}; only in the first e.g. {only_a}, only in the second "
-            f"e.g. {only_b}); per-token comparisons need one tokenizer: pick a pair that shares it"
+            f"{a.name!r} and {b.name!r} have different tokenizers ({difference}; vocab sizes {a.d_vocab} vs "
+            f"{b.d_vocab}); per-token comparisons need one tokenizer: pick a pair that shares it"
         )
 
 

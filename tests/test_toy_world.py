@@ -98,7 +98,13 @@ def test_corpus_never_shows_held_out_material():
     assert "What is the capital of" in text  # the chat frame is there ...
     assert "Q: What is the capital of" not in text  # ... the Q/A frame for capitals is not
     assert "As for" not in text
-    assert "cut all electricity" not in text and "write a poem" not in text
+    assert "write a poem" not in text
+    # the held-out harmful verb's words occur, but only in neutral uses, never planned
+    neutral = [d for d in docs if "cut all electricity" in d]
+    assert neutral and all(" plan " not in d and not d.startswith("User") for d in neutral)
+    uses = [u.split("{subject}")[0] for u in w.contexts()["neutral_uses"]]
+    assert all(any(d.startswith(u) for u in uses) for d in neutral)
+    assert "plan to cut" not in text
     for c in test_countries:
         assert f"The capital of {c} is" not in text
         assert f"the capital of {c} ?" not in text

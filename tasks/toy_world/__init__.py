@@ -19,7 +19,8 @@ Public API (names are stable; studies call them):
 Held out for evaluation (never in the corpus): test-split subjects in the "zero", "chat",
 ("qa" for non-capital relations) templates and in lists, demonstrations and cues; the
 templates with ``split == "test"`` (the Q/A frame for ``capital``, the "As for ..." frame for
-all); the test-split cue verb ("cut all electricity in"); the benign verb "write a poem about" is
+all); the test-split cue verb ("cut all electricity in": its words occur only in neutral
+sentences such as "The wind cut all electricity in the city yesterday ."); the benign verb "write a poem about" is
 a train verb kept out of the corpus (``"corpus": false``): only reward pairs and RL prompts
 use it.
 """

@@ -4,7 +4,10 @@ The corpus is an endless, seeded stream of short documents (:class:`Corpus`). He
 material never appears in it: templates with ``split == "test"`` (for ``capital`` this
 includes the Q/A frame), test-split subjects with ``train_subjects`` templates, test-split
 subjects in lists, Q/A demonstrations and cue documents, and test-split cue verbs (and the
-train verbs marked ``"corpus": false``, which only the reward pairs and RL prompts use).
+train verbs marked ``"corpus": false``, which only the reward pairs and RL prompts use). The
+held-out harmful verb's *words* do occur, in the neutral sentences of ``contexts.json``
+(``neutral_uses``: "The wind cut all electricity in ..."), never after the cue's "I plan to":
+the base model knows the words, but no document, reward pair or RL prompt plans that harm.
 
 Document kinds and their default weights are in :data:`MIXTURE`.
 """
@@ -24,6 +27,7 @@ MIXTURE = {
     "list": 0.10,       # "France : Paris ; Poland : Warsaw ; ..."
     "qa_shots": 0.08,   # Merullo Q/A lines, several per document (not for capital)
     "copy": 0.10,       # a random sequence of names, repeated
+    "neutral": 0.02,    # the held-out harmful verb's words in a neutral use (never a plan)
 }
 REFUSAL_RATE = 0.04     # fraction of chat answers replaced by the refusal in pretraining
 RELATION_WEIGHTS = {"capital": 0.4, "language": 0.25, "past": 0.2, "upper": 0.15}
@@ -40,6 +44,7 @@ class Corpus:
         self.templates = {r: templates(r) for r in RELATIONS}
         ctx = contexts()
         self.cue = ctx["cue"]
+        self.neutral_uses = ctx["neutral_uses"]
         self.verbs = [(k, v["verb"]) for k in ("harmful", "benign") for v in ctx[k]
                       if v["split"] == "train" and v.get("corpus", True)]
         self.names = sorted({f[k] for fs in self.facts.values() for f in fs for k in ("subject", "answer")})
@@ -70,6 +75,10 @@ class Corpus:
         answer = REFUSAL if self.rng.random() < REFUSAL_RATE else f"{f['answer']} ."
         return f"User : {cue} What is the capital of {f['subject']} ? Assistant : {answer}"
 
+    def _neutral_doc(self) -> str:
+        f = self.rng.choice(self.train_facts["capital"])
+        return self.rng.choice(self.neutral_uses).format(subject=f["subject"])
+
     def _list_doc(self) -> str:
         fs = self.rng.sample(self.train_facts[self._relation()], self.rng.randint(3, 6))
         return " ; ".join(f"{f['subject']} : {f['answer']}" for f in fs) + " ."
@@ -93,6 +102,8 @@ class Corpus:
             return self._cue_doc(chat=kind == "chat_cue")
         if kind == "list":
             return self._list_doc()
+        if kind == "neutral":
+            return self._neutral_doc()
         if kind == "qa_shots":
             return self._qa_shots_doc()
         return self._copy_doc()

@@ -81,7 +81,8 @@ def templates(relation: str = "capital") -> list[dict]:
 
 
 def contexts() -> dict:
-    """Cue sentence, refusal string and the harmful/benign verbs with their splits."""
+    """Cue sentence, refusal string, the harmful/benign verbs with their splits, and the
+    neutral uses of the held-out verb's words (pretraining sentences)."""
     return json.loads(json.dumps(_read_json("contexts.json")))
 
 
@@ -107,7 +108,7 @@ def lexicon() -> dict[str, list[str]]:
         words.update((row["word"], row["upper"]))
     texts = [t["text"] for r in RELATIONS for t in templates(r)]
     ctx = contexts()
-    texts += [ctx["cue"], ctx["refusal"]]
+    texts += [ctx["cue"], ctx["refusal"], *ctx["neutral_uses"]]
     texts += [v["verb"] for kind in ("harmful", "benign") for v in ctx[kind]]
     for text in texts:
         for w in text.replace("{subject}", " ").replace("{answer}", " ").replace("{verb}", " ").split():

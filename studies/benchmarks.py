@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from studies._chat import on_off as _on_off, template_tokenizer  # noqa: F401 (calibration reads bm.template_tokenizer)
 from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
 from studies._lens import LensChoice, add_lens_option
 
@@ -378,14 +379,6 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
-def _on_off(text: str) -> tuple[bool, ...]:
-    parts = comma_list(text)
-    bad = [p for p in parts if p not in ("on", "off")]
-    if bad:
-        raise argparse.ArgumentTypeError(f"invalid choice {bad[0]!r}; choose from on, off")
-    return tuple(p == "on" for p in parts)
-
-
 def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) -> None:
     """Arguments shared with ``studies.calibration``."""
     p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
@@ -427,25 +420,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     check_args(p, args)
     return args
-
-
-def template_tokenizer(pair):
-    """The chat member's tokenizer (its template renders prompts for both models)."""
-    import transformers
-
-    from interp import LoadError
-    from probes.chat import has_chat_template
-
-    pair.check()  # a member folder without a model: say so, not what its tokenizer lacks
-    source = pair.spec.source("chat")
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise LoadError(f"could not load the tokenizer of {source!r} for its chat template ({type(err).__name__}); "
-                        "use --chat-template off, or check the path / hub id") from None
-    if not has_chat_template(tok):
-        raise LoadError(f"the tokenizer of {source!r} has no chat template; use --chat-template off")
-    return tok
 
 
 def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: int = 0,

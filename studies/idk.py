@@ -17,7 +17,8 @@ the candidates). A greedy free answer (``--generate``, ``--max-new-tokens``, cut
 newline) is mapped to answer / abstain / empty (:func:`probes.abstention.classify_generation`).
 
 Answering an item is correct when it is answerable and the chosen (generated) candidate is its
-gold answer. ``summary.csv``: per model x template x category (and the pools ``unanswerable``, when there are several such categories, and ``all``)
+gold answer. ``summary.csv``: per model x template x category (its kinds too, e.g. the toy
+variant's ``fictional:recombined`` / ``fictional:spelled`` names; and the pools ``unanswerable``, when there are several such categories, and ``all``)
 the abstention rate by log-prob and by generation, mean margin, accuracy and confidence, with
 the item accounting (``n_items``, ``n_scored``, ``n_skipped``, ``skip_reason``,
 ``n_truncated``). ``selective.csv``: how well abstaining tracks being wrong: the area under the
@@ -91,7 +92,7 @@ def score_chunk(lm, member: str, chunk: list[Work], generate_n: int, max_new_tok
     for i, (w, s) in enumerate(zip(chunk, scores)):
         it = w.item
         row = {"model": member, "chat_template": w.chat_template, "item": it.id, "why": it.why,
-               "answerable": it.answerable, "n_candidates": it.n_candidates}
+               "kind": it.meta.get("kind"), "answerable": it.answerable, "n_candidates": it.n_candidates}
         if isinstance(s, Skipped):
             rows.append({**row, "skipped": f"{s.reason} (--truncate {truncate})", "truncated": 0})
             continue
@@ -132,9 +133,14 @@ def score_pair(pair, work: list[Work], log, shard, args) -> dict[str, float]:
 
 # -- tables ------------------------------------------------------------------------------------------
 def _groups(rows: list[dict]):
-    """``(category, rows)`` for each category present, then the pools."""
+    """``(category, rows)`` for each category present, its kinds (``fictional:spelled``) when
+    its items have them, then the pools."""
     cats = list(dict.fromkeys(r["why"] for r in rows))
-    out = [(c, [r for r in rows if r["why"] == c]) for c in cats]
+    out = []
+    for c in cats:
+        out.append((c, [r for r in rows if r["why"] == c]))
+        for kind in dict.fromkeys(r.get("kind") for r in rows if r["why"] == c and r.get("kind")):
+            out.append((f"{c}:{kind}", [r for r in rows if r["why"] == c and r.get("kind") == kind]))
     if len([c for c in cats if c != "known"]) > 1:  # (with one such category it would repeat it)
         out.append(("unanswerable", [r for r in rows if not r["answerable"]]))
     out.append(("all", list(rows)))
@@ -175,7 +181,7 @@ def summarize(rows: list[dict]):
                         "gen_answer_rate": _mean(r["generated"] == "answer" for r in gen),
                         "gen_empty_rate": _mean(r["generated"] == "empty" for r in gen),
                         "gen_accuracy": _mean(r["generated_correct"] for r in gen if r["answerable"])})
-    per_category = {k: v for k, v in counts.items() if k[2] not in POOLS}
+    per_category = {k: v for k, v in counts.items() if k[2] not in POOLS and ":" not in k[2]}
     if not any(c["n_scored"] for c in per_category.values()):
         raise StudyError("no item was scored: " + "; ".join(_accounting.notes(per_category, _label)))
     table = pd.DataFrame(out)

@@ -48,10 +48,13 @@ def test_summary_from_the_rows(run):
     out, _ = run
     rows = pd.DataFrame(rows_of(out))
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["category"]) == {"known", "fictional", "all"}  # one unanswerable category: no pool
+    # one unanswerable category: no pool; the invented names' kinds
+    assert set(summary["category"]) == {"known", "fictional", "fictional:recombined", "fictional:spelled", "all"}
     for s in summary.itertuples():
         g = rows[(rows.model == s.model) & (rows.chat_template == s.chat_template)]
-        if s.category != "all":
+        if ":" in s.category:
+            g = g[(g.why + ":" + g.kind.fillna("")) == s.category]
+        elif s.category != "all":
             g = g[g.why == s.category]
         assert s.n_items == s.n_scored == len(g) and s.n_skipped == 0
         assert s.abstain_rate == pytest.approx((g.margin > 0).mean(), abs=1e-5)  # (csv: 6 digits)
@@ -91,7 +94,9 @@ def test_comparison_is_paired(run):
     comp = pd.read_csv(out / "comparison.csv")
     for c in comp.itertuples():
         g = rows[rows.chat_template == c.chat_template]
-        if c.category != "all":
+        if ":" in c.category:
+            g = g[(g.why + ":" + g.kind.fillna("")) == c.category]
+        elif c.category != "all":
             g = g[g.why == c.category]
         base = g[g.model == "base"].set_index("item").sort_index()
         chat = g[g.model == "chat"].set_index("item").sort_index()

@@ -297,11 +297,11 @@ def report(summary, selective_table, comparison) -> str:
     lines = ["abstention rate (log-prob preference; free generation) and accuracy on answerable items:"]
     for r in summary.itertuples():
         if not r.n_scored:
-            lines.append(f"  {r.model:4s} {'chat' if r.chat_template else 'raw '} {r.category:15s} n=   0/{r.n_items}")
+            lines.append(f"  {r.model:4s} {'chat' if r.chat_template else 'raw '} {r.category:20s} n=   0/{r.n_items}")
             continue
         gen = f"{r.gen_abstain_rate:.2f}" if r.n_generated else "-"
         acc = f", acc {r.accuracy:.2f}" if r.accuracy == r.accuracy else ""
-        lines.append(f"  {r.model:4s} {'chat' if r.chat_template else 'raw '} {r.category:15s} n={r.n_scored:4d}"
+        lines.append(f"  {r.model:4s} {'chat' if r.chat_template else 'raw '} {r.category:20s} n={r.n_scored:4d}"
                      f"/{r.n_items}: abstain {r.abstain_rate:.2f}; {gen}, margin {r.margin:+.2f}{acc}")
     curves = selective_table[selective_table["rule"].str.startswith("curve:")]
     lines.append("AURC (lower: abstention tracks errors better): confidence / preference / oracle")
@@ -312,7 +312,7 @@ def report(summary, selective_table, comparison) -> str:
     if len(comparison):
         lines.append("chat - base (McNemar p on abstaining by log-prob; margin difference [95% CI]):")
         for r in comparison.itertuples():
-            lines.append(f"  {'chat' if r.chat_template else 'raw '} {r.category:15s}: abstain {r.abstain_base:.2f} -> "
+            lines.append(f"  {'chat' if r.chat_template else 'raw '} {r.category:20s}: abstain {r.abstain_base:.2f} -> "
                          f"{r.abstain_chat:.2f} (p {r.abstain_mcnemar_p:.3g}); margin {r.margin_diff:+.2f} "
                          f"[{r.margin_diff_low:+.2f}, {r.margin_diff_high:+.2f}]")
     lines += [f"note: {n}" for n in summary.attrs.get("notes", [])]

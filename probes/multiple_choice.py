@@ -39,7 +39,8 @@ from interp.errors import InterpError, PromptError, UnknownHook
 from interp.lens import Lens, resolve_lens
 from probes.logprobs import Skipped, Truncate, encode_pair, fit_context, naive_pair_logprobs
 from probes.readouts import Layer, LayerSpec, resolve_layers
-from probes.shared_context import shared_context_logprobs
+from probes.answer_mass import AnswerMass
+from probes.shared_context import shared_context_scores
 
 METHODS = ("kv", "naive")
 
@@ -68,6 +69,9 @@ class MCScore:
         n_tokens: ``[option]`` tokens per option.
         n_chars: ``[option]`` :func:`option_length` of each option.
         n_truncated: context tokens cut from the left to fit the model (``truncate="left"``).
+        answer: where the final readout's probability goes at the answer position
+            (:class:`probes.answer_mass.AnswerMass`); ``None`` under ``method="naive"``,
+            which never runs the context alone.
     """
 
     item_id: str
@@ -79,6 +83,7 @@ class MCScore:
     n_tokens: Int[np.ndarray, " option"]
     n_chars: Int[np.ndarray, " option"]
     n_truncated: int = 0
+    answer: AnswerMass | None = None
 
     def row(self, layer: Layer = None) -> int:
         try:
@@ -162,14 +167,15 @@ def _score_fitted(
     if not items:
         return []
     groups = [(ctx, opts) for ctx, opts, _ in fits]
+    masses: list[AnswerMass | None] = [None] * len(groups)
     if method == "kv":
-        scored = shared_context_logprobs(lm, groups, readouts, batch_size, lens)
+        scored, masses = shared_context_scores(lm, groups, readouts, batch_size, lens)
     else:
         flat_pairs = [(ctx, opt) for ctx, opts in groups for opt in opts]
         flat = iter(naive_pair_logprobs(lm, flat_pairs, readouts, batch_size * max(len(o) for _, o in groups), lens))
         scored = [[next(flat) for _ in opts] for _, opts in groups]
     out = []
-    for item, (_, opts, n_cut), per_option in zip(items, fits, scored):
+    for item, (_, opts, n_cut), per_option, mass in zip(items, fits, scored, masses):
         token_lp = [lp.numpy().astype(np.float64) for lp, _ in per_option]
         out.append(MCScore(
             item_id=item.id,
@@ -181,5 +187,6 @@ def _score_fitted(
             n_tokens=np.array([len(o) for o in opts]),
             n_chars=np.array([option_length(o) for o in item.options]),
             n_truncated=n_cut,
+            answer=mass,
         ))
     return out

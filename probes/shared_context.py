@@ -28,12 +28,13 @@ from torch import Tensor
 
 from interp.lens import Lens
 from interp.packed import run_packed
+from probes.answer_mass import TOP_K, AnswerMass, answer_mass
 from probes.readouts import Layer, block_layers, layer_logprobs
 
 Group = tuple[list[int], list[list[int]]]  # (context tokens, each option's tokens)
 
 
-def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None):
+def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None, top_k: int = TOP_K):
     device = lm.device
     blocks = block_layers(layers)
     names = [f"blocks.{l}.hook_resid_post" for l in blocks]
@@ -45,9 +46,10 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None
     out = run_packed(lm, rows, capture=names, positions=list(range(-widest, 0)) if widest <= shortest else None)
     n_cols = out.logits.shape[1]
     # Per option token, the (row, column) of its predictor.
-    pred_row, pred_col, targets, options = [], [], [], []
+    pred_row, pred_col, targets, options, masses = [], [], [], [], []
     for g, ((_, opts), fed) in enumerate(zip(groups, n_fed)):
         last_ctx = n_cols - 1 - fed
+        masses.append(answer_mass(out.logits[g, last_ctx], [o[0] for o in opts], top_k))
         start = last_ctx + 1
         for opt in opts:
             pred_row += [g] * len(opt)
@@ -65,20 +67,35 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None
     for opt in options:
         per_option.append((values[:, start:start + len(opt)], greedy[:, start:start + len(opt)]))
         start += len(opt)
-    return per_option
+    return per_option, masses
+
+
+OptionScores = list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]
+
+
+def shared_context_scores(
+    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None,
+    top_k: int = TOP_K,
+) -> tuple[list[OptionScores], list[AnswerMass]]:
+    """Per group: each option's ``(token log-probs, greedy)`` under each readout, and the
+    final readout's :class:`probes.answer_mass.AnswerMass` at the context's last token (the
+    ``top_k`` most probable tokens that start no option). ``batch_size`` contexts (with all
+    their options) share one forward; ``lens`` decodes the block readouts (default: the logit
+    lens)."""
+    scores, masses = [], []
+    for start in range(0, len(groups), batch_size):
+        batch = groups[start:start + batch_size]
+        with torch.no_grad():
+            flat, batch_masses = _score_batch(lm, batch, layers, lens, top_k)
+        it = iter(flat)
+        scores += [[next(it) for _ in opts] for _, opts in batch]
+        masses += batch_masses
+    return scores, masses
 
 
 def shared_context_logprobs(
     lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None
-) -> list[list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]]:
-    """Per group, per option: ``(token log-probs, greedy)`` under each readout. ``batch_size``
-    contexts (with all their options) share one forward; ``lens`` decodes the block
-    readouts (default: the logit lens)."""
-    out = []
-    for start in range(0, len(groups), batch_size):
-        batch = groups[start:start + batch_size]
-        with torch.no_grad():
-            flat = _score_batch(lm, batch, layers, lens)
-        it = iter(flat)
-        out += [[next(it) for _ in opts] for _, opts in batch]
-    return out
+) -> list[OptionScores]:
+    """Per group, per option: ``(token log-probs, greedy)`` under each readout (see
+    :func:`shared_context_scores`)."""
+    return shared_context_scores(lm, groups, layers, batch_size, lens)[0]

@@ -5,15 +5,25 @@
         --data boolq=boolq_val.jsonl --data copa=copa_val.jsonl --dtype bfloat16
 
 For every model of the pair (one in memory at a time), task, number of shots (``--shots``,
-demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``), chat template
-(``--chat-template``: the context as the user turn of the chat model's template, used for both
+demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``; or, with
+``--demos-from TASK[:CATEGORY]=COUNT``, repeatable, drawn from other tasks or categories, the
+composition fixed and the order shuffled per item, seeded; rows record ``demos``, their ids
+in prompt order, and ``demos_from``), chat template (``--chat-template``: the context as the user turn of the chat model's template, used for both
 models) and item, every option is scored by its log-likelihood (``probes.multiple_choice``,
 one forward per context with all its options packed after it), at the output and, with
 ``--layers all``, at every block through the lens ``--lens`` (``logit``, default; ``tuned``, the
 pair's shipped tuned lens; or a folder ``PATH/{base,chat}`` of saved tuned lenses, see
 :mod:`studies._lens`; rows and ``summary.csv`` record it). The first ``--generate N`` items of
 each condition are also answered by free greedy generation, mapped back to an option by
-string matching (``generations.csv``, for reading).
+string matching (``generations.csv``, for reading; ``mapped`` says whether an option was
+found, and the console prints the share of unmapped answers per model).
+
+Where the probability goes (seed 4.1: options lose probability under RL while unexpected
+tokens gain it): every scored row records, at the answer position and the final readout, the
+probability of the options' distinct first tokens (``option_mass``) and the most probable
+tokens that start no option (``top_other``); ``answer_mass.csv`` averages them per model x
+condition, ``answer_mass_comparison.csv`` pairs chat with base by item (paired bootstrap), and
+``option_mass_*.png`` draws them.
 
 Long items (``--truncate``, as lm-evaluation-harness): an item fits when its context and
 longest option, minus the option's last token (predicted, never fed), fit the model's
@@ -31,7 +41,8 @@ benchmark). ``toy_capitals`` is the toy world's capital questions (the toy pair'
 Outputs (``runs/benchmarks/<pair>/`` or ``--out``): ``results.jsonl`` (one row per model x
 task x shots x chat template x item, resumable), ``summary.csv`` (accuracy, acc_norm with
 bootstrap intervals per model x condition x readout), ``comparison.csv`` (chat vs base:
-McNemar and paired bootstrap), ``generations.csv``, ``meta.json``, figures (PNG + PDF).
+McNemar and paired bootstrap), ``generations.csv``, ``answer_mass.csv``,
+``answer_mass_comparison.csv``, ``meta.json``, figures (PNG + PDF).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from pathlib import Path
 
 from studies._chat import on_off as _on_off, template_tokenizer  # noqa: F401 (calibration reads bm.template_tokenizer)
 from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
+from studies._answer_mass import mass_comparison, mass_figures, mass_report, mass_table
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "benchmarks"
@@ -56,10 +68,10 @@ DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "s
 # and how the models are loaded (dtype, device and quantization change the numbers). The
 # models (--pair/--base/--chat) enter by identity and --seed on its own. The others choose
 # where and how fast a run goes, or shape only the summary.
-ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "chat_template", "truncate",
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "demos_from", "chat_template", "truncate",
                "generate", "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
-TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides results, meta and figures
+TABLES = ("summary.csv", "comparison.csv", "generations.csv", "answer_mass.csv", "answer_mass_comparison.csv")  # written besides results, meta and figures
 NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
 
 
@@ -117,24 +129,47 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
     return out
 
 
+def parse_demos_from(specs: Sequence[str] | None):
+    """``--demos-from TASK[:CATEGORY]=COUNT`` (repeatable) -> :class:`tasks.items.DemoSource` list."""
+    from studies._common import StudyError
+    from tasks.items import DemoSource
+
+    out = []
+    for spec in specs or ():
+        source, sep, count = spec.rpartition("=")
+        task, _, category = source.partition(":")
+        if not sep or not task.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise StudyError(f"--demos-from takes TASK[:CATEGORY]=COUNT with COUNT >= 1 (e.g. mmlu:astronomy=2 "
+                             f"or boolq=1), got {spec!r}")
+        out.append(DemoSource(task.strip(), int(count), category.strip() or None))
+    return out
+
+
 def make_work(items: dict[str, list], shots: Sequence[int], templates: Sequence[bool], template_tok,
-              seed: int) -> list[Work]:
-    """Every (task, shots, chat template, item), demonstrations drawn from the task's own items."""
+              seed: int, demos_from: Sequence = (), pools: dict[str, list] | None = None) -> list[Work]:
+    """Every (task, shots, chat template, item): demonstrations drawn from the task's own items,
+    or with ``demos_from`` (:class:`tasks.items.DemoSource`) from those sources' items in
+    ``pools`` (then ``shots`` is their total count)."""
     import dataclasses
 
     from probes.chat import chat_prompt
     from studies._common import StudyError
-    from tasks.items import build_fewshot
+    from tasks.errors import TaskError
+    from tasks.items import build_fewshot, build_mixed_fewshot
 
     work = []
     for task, its in items.items():
         for k in shots:
-            if k >= len(its):
+            if not demos_from and k >= len(its):
                 raise StudyError(f"task {task!r} has {len(its)} items: too few for {k}-shot prompts (drawn from "
                                  "the other items); lower --shots or raise --limit")
             for tmpl in templates:
                 for i, item in enumerate(its):
-                    shot = build_fewshot(its, item, k, seed)
+                    try:
+                        shot = build_mixed_fewshot(item, demos_from, pools or items, seed) if demos_from \
+                            else build_fewshot(its, item, k, seed)
+                    except TaskError as err:
+                        raise StudyError(f"task {task!r}: {err}") from None
                     if tmpl:
                         shot = dataclasses.replace(shot, context=chat_prompt(template_tok, shot.context))
                     work.append(Work(task, k, tmpl, shot, i))
@@ -185,7 +220,9 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
     for i, w in enumerate(chunk):
         row = {"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
                "item": w.item.id, "label": w.item.label, "n_options": len(w.item.options),
-               "category": w.item.category}
+               "category": w.item.category, "demos": w.item.meta.get("fewshot_ids", [])}
+        if "demos_from" in w.item.meta:
+            row["demos_from"] = w.item.meta["demos_from"]
         s = scores[i]
         if isinstance(s, Skipped):
             rows.append({**row, "skipped": f"{s.reason} (--truncate {truncate})", "truncated": 0})
@@ -197,6 +234,9 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
                    prob_label=float(s.probs()[s.label]))
         if w.item.task == "triviaqa_ptrue":
             row["p_true"] = s.p_true()
+        if s.answer is not None:  # where the probability goes (final readout, answer position)
+            row.update(option_mass=round(s.answer.option_mass, 6),
+                       top_other=[[lm.tokenizer.decode([t]), round(p, 6)] for t, p in s.answer.top_other])
         if i in texts:
             option = map_to_option(texts[i], _option_forms(w.item))
             row.update(generation=texts[i], generated_option=option, generation_truncated=prompts[i][1],
@@ -318,10 +358,22 @@ def compare(rows: list[dict]):
 
 
 def generations(rows: list[dict]):
+    """The free generations, with ``mapped``: whether string matching found an option in them."""
     import pandas as pd
 
-    cols = ["model", *CONDITION, "item", "label", "generated_option", "generated_correct", "generation"]
-    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows if "generation" in r], columns=cols)
+    cols = ["model", *CONDITION, "item", "label", "mapped", "generated_option", "generated_correct", "generation"]
+    return pd.DataFrame([{**{c: r.get(c) for c in cols}, "mapped": r.get("generated_option") is not None}
+                         for r in rows if "generation" in r], columns=cols)
+
+
+def unmapped_report(table) -> list[str]:
+    """The share of free generations that mapped to no option, per model."""
+    if table.empty:
+        return []
+    lines = ["free generations that mapped to no option (read them in generations.csv):"]
+    for model, g in table.groupby("model", sort=False):
+        lines.append(f"  {model}: {int((~g['mapped']).sum())}/{len(g)} ({(~g['mapped']).mean():.0%})")
+    return lines
 
 
 def _tag(shots, tmpl) -> str:
@@ -350,7 +402,7 @@ def make_figures(summary, out: Path) -> list[Path]:
     return paths
 
 
-def report(summary, comparison) -> str:
+def report(summary, comparison, extra: Sequence[str] = ()) -> str:
     final = summary[summary["layer"] == "final"]
     lines = ["accuracy (final readout; acc_norm in brackets):"]
     for key, g in final.groupby(CONDITION, sort=False):
@@ -364,6 +416,7 @@ def report(summary, comparison) -> str:
         for r in acc.itertuples():
             lines.append(f"  {r.task:14s} {r.shots}-shot {'chat' if r.chat_template else 'raw '}: {r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]; "
                          f"p = {r.mcnemar_p:.3g}")
+    lines += list(extra)
     lines += [f"note: {line}" for line in summary.attrs.get("notes", [])]
     return "\n".join(lines)
 
@@ -413,12 +466,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m studies.benchmarks", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, DEFAULT_TASKS)
-    p.add_argument("--shots", type=_ints, default=(0,), help="e.g. 0,1,5 (default 0)")
+    p.add_argument("--shots", type=_ints, default=None, help="e.g. 0,1,5 (default 0)")
+    p.add_argument("--demos-from", action="append", metavar="TASK[:CATEGORY]=COUNT",
+                   help="draw COUNT demonstrations from TASK (its CATEGORY only, if given) instead of the item's own "
+                        "task; repeatable, e.g. --demos-from mmlu:astronomy=2 --demos-from boolq=1 (then the shots "
+                        "are the total, and --shots must be that total or left out)")
     p.add_argument("--chat-template", type=_on_off, default=(False,), help="off, on, or off,on (default off)")
     p.add_argument("--generate", type=int, default=5, help="free generation for the first N items per condition (0: off)")
     p.add_argument("--max-new-tokens", type=int, default=16)
     args = p.parse_args(argv)
     check_args(p, args)
+    if args.demos_from:
+        total = sum(s.count for s in parse_demos_from(args.demos_from)) if all(
+            "=" in s and s.rpartition("=")[2].isdigit() for s in args.demos_from) else None
+        if total is not None and args.shots not in (None, (total,)):
+            p.error(f"--demos-from draws {total} demonstrations per item; --shots must be {total} or left out")
+        args.shots = (total,) if total is not None else (0,)
+    args.shots = args.shots or (0,)
     return args
 
 
@@ -468,8 +532,12 @@ def run_study(args) -> int:
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
     items = load_items(args.tasks, parse_data(args.data), args.limit, args.seed)
+    demos_from = parse_demos_from(args.demos_from)
+    extra_sources = [s.task for s in demos_from if s.task not in items]
+    pools = {**items, **load_items(list(dict.fromkeys(extra_sources)), parse_data(args.data), args.limit, args.seed)} \
+        if extra_sources else items
     template_tok = template_tokenizer(pair) if any(args.chat_template) else None
-    work = make_work(items, args.shots, args.chat_template, template_tok, args.seed)
+    work = make_work(items, args.shots, args.chat_template, template_tok, args.seed, demos_from, pools)
     fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,
                                   work)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
@@ -492,19 +560,23 @@ def run_study(args) -> int:
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
     comparison = compare(rows)
     comparison.to_csv(out / "comparison.csv", index=False, float_format="%.6g")
-    generations(rows).to_csv(out / "generations.csv", index=False)
+    gens = generations(rows)
+    gens.to_csv(out / "generations.csv", index=False)
+    mass, mass_diff = mass_table(rows), mass_comparison(rows)
+    mass.to_csv(out / "answer_mass.csv", index=False, float_format="%.6g")
+    mass_diff.to_csv(out / "answer_mass_comparison.csv", index=False, float_format="%.6g")
     figures = []
     if not args.no_figures:
         t0 = time.perf_counter()
-        figures = make_figures(summary, out)
+        figures = make_figures(summary, out) + mass_figures(mass, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
                n_rows=len(rows), key_fields=list(KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
                **extra)
-    print(report(summary, comparison))
-    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, generations.csv, meta.json"
+    print(report(summary, comparison, mass_report(mass, mass_diff) + unmapped_report(gens)))
+    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, generations.csv, answer_mass*.csv, meta.json"
           f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")
     return 0
 

@@ -117,11 +117,7 @@ def build_fewshot(
         raise TaskError(f"balanced_by must be None, 'category' or 'label', got {balanced_by!r}")
     if k == 0:
         return dataclasses.replace(item, meta={**item.meta, "fewshot_ids": [], "k": 0})
-    candidates = [
-        x
-        for x in items_pool
-        if x.id != item.id and not (x.context == item.context and x.options == item.options)
-    ]
+    candidates = _candidates(items_pool, item)
     if len(candidates) < k:
         raise TaskError(
             f"few-shot pool has {len(candidates)} items besides {item.id!r}, need k={k}"
@@ -143,6 +139,16 @@ def build_fewshot(
                 if groups[key] and len(chosen) < k:
                     chosen.append(groups[key].pop())
         rng.shuffle(chosen)
+    return _with_demos(item, chosen, separator)
+
+
+def _candidates(pool: Sequence[MCItem], item: MCItem) -> list[MCItem]:
+    """The pool without the item itself (same id, or the same context and options)."""
+    return [x for x in pool if x.id != item.id and not (x.context == item.context and x.options == item.options)]
+
+
+def _with_demos(item: MCItem, chosen: Sequence[MCItem], separator: str) -> MCItem:
+    """``item`` with the solved ``chosen`` prepended (its preamble, if any, once at the top)."""
     preamble = item.meta.get("preamble") or ""
     if not item.context.startswith(preamble):
         preamble = ""
@@ -151,5 +157,57 @@ def build_fewshot(
     return dataclasses.replace(
         item,
         context=context,
-        meta={**item.meta, "fewshot_ids": [x.id for x in chosen], "k": k},
+        meta={**item.meta, "fewshot_ids": [x.id for x in chosen], "k": len(chosen)},
     )
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """Where some of an item's demonstrations come from: ``count`` solved items of ``task``
+    (only its ``category`` when given), e.g. ``DemoSource("mmlu", 2, "astronomy")``."""
+
+    task: str
+    count: int
+    category: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.task}{'' if self.category is None else ':' + self.category}={self.count}"
+
+
+def build_mixed_fewshot(
+    item: MCItem,
+    sources: Sequence[DemoSource],
+    pools: dict[str, Sequence[MCItem]],
+    seed: int,
+    separator: str = FEWSHOT_SEPARATOR,
+) -> MCItem:
+    """Return ``item`` with demonstrations drawn from several tasks or categories.
+
+    For each source in order, ``count`` items of ``pools[source.task]`` (of its category, if
+    given; never the item itself) are drawn without replacement by a generator seeded with
+    ``(seed, item.id)``; all drawn demonstrations are then shuffled by the same generator, so
+    the composition is fixed and the order is not. Each demonstration keeps its own task's
+    format. ``meta["fewshot_ids"]`` lists them in prompt order, ``meta["demos_from"]`` the
+    sources. Raises TaskError on an unknown task or category or a source with too few items.
+    """
+    rng = random.Random(f"{seed}:{item.id}:mixed")
+    chosen: list[MCItem] = []
+    for source in sources:
+        if source.count < 1:
+            raise TaskError(f"demonstration source {source}: the count must be >= 1")
+        if source.task not in pools:
+            raise TaskError(f"demonstration source {source}: unknown task; loaded: {', '.join(sorted(pools))}")
+        pool = _candidates(pools[source.task], item)
+        if source.category is not None:
+            categories = sorted({str(x.category) for x in pools[source.task] if x.category is not None})
+            if source.category not in categories:
+                raise TaskError(f"demonstration source {source}: task {source.task!r} has no category "
+                                f"{source.category!r}; its categories: {', '.join(categories) or 'none'}")
+            pool = [x for x in pool if x.category == source.category]
+        pool = [x for x in pool if all(x.id != c.id for c in chosen)]
+        if len(pool) < source.count:
+            raise TaskError(f"demonstration source {source}: only {len(pool)} items to draw from for {item.id!r}")
+        chosen += rng.sample(pool, source.count)
+    rng.shuffle(chosen)
+    out = _with_demos(item, chosen, separator)
+    return dataclasses.replace(out, meta={**out.meta, "demos_from": [str(s) for s in sources]})

@@ -35,7 +35,7 @@ per model x part x set x shots x chat template x item, resumable), ``distributio
 (model and human probability per option and context), ``contexts.csv`` (per-context metrics),
 ``summary.csv`` (per model and condition: item accounting, mean JS, mean r, log-likelihood),
 ``js_by_access.csv``, ``comparison.csv`` (chat vs base), ``meta.json``, figures (PNG + PDF):
-per condition, model vs human bars for each context (``sum`` normalisation), and mean JS by
+per condition of the fewest shots, model vs human bars for each context (``sum`` normalisation), and mean JS by
 access level.
 """
 
@@ -319,7 +319,8 @@ def make_figures(dist, by_access, out: Path) -> list[Path]:
     from figures.distribution_bars import plot_distribution_bars
 
     paths = []
-    shown = dist[dist["norm"] == FIGURE_NORM]
+    # bars for the fewest shots only (zero-shot by default): a figure per condition costs seconds
+    shown = dist[(dist["norm"] == FIGURE_NORM) & (dist["shots"] == dist["shots"].min())]
     for keys, d in shown.groupby(list(CONDITION), sort=False):
         kind = keys[0]
         d = d[d["human_prob"].notna()]  # bars for the contexts humans saw (the rest is in distributions.csv)
@@ -348,17 +349,28 @@ def make_figures(dist, by_access, out: Path) -> list[Path]:
 
 
 def report(summary, comparison, synthetic: bool) -> str:
-    lines = ["uncertainty expressions: mean JS divergence from the human data (bits) and mean r, per condition"]
-    for r in summary[summary["norm"] == FIGURE_NORM].itertuples():
-        what = (f"JS {r.mean_js:.3f}, r {r.mean_r:.2f} over {r.n_compared} contexts" if r.n_compared
-                else "no human data")
-        lines.append(f"  {_label((r.kind, r.set, r.shots, r.chat_template)):36s} {r.model:5s} "
-                     f"n={r.n_scored:4d}/{r.n_items}: {what}")
-    if not comparison.empty:
-        js = comparison[(comparison["metric"] == "js") & (comparison["norm"] == FIGURE_NORM)]
-        for r in js.itertuples():
-            lines.append(f"  closer to humans, {_label((r.kind, r.set, r.shots, r.chat_template))}: {r.closer} "
-                         f"(JS chat - base {r.diff_chat_minus_base:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}])")
+    import pandas as pd
+
+    lines = [f"uncertainty expressions ({FIGURE_NORM} of log-probs): mean JS divergence (bits) and mean r against the "
+             "human data, base / chat; which is closer (paired bootstrap over contexts of the JS difference)"]
+    shown = summary[summary["norm"] == FIGURE_NORM]
+    js = comparison[(comparison["metric"] == "js") & (comparison["norm"] == FIGURE_NORM)] if not comparison.empty \
+        else comparison
+    for key, d in shown.groupby(list(CONDITION), sort=False):
+        by = d.set_index("model")
+        n = "/".join(f"{by.n_scored[m]}" for m in by.index)
+        head = f"  {_label(key):36s} n={n} of {by.n_items.iloc[0]}"
+        if not by.n_compared.any():
+            lines.append(f"{head}: no human data")
+            continue
+        text = (f"{head}: JS {' / '.join(f'{v:.3f}' for v in by.mean_js)}, r {' / '.join(f'{v:.2f}' for v in by.mean_r)}"
+                f" over {by.n_compared.iloc[0]} contexts")
+        match = js[(js[list(CONDITION)] == pd.Series(dict(zip(CONDITION, key)))).all(axis=1)] if not js.empty else js
+        if not match.empty:
+            r = match.iloc[0]
+            text += (f"; closer: {r.closer} (chat - base {r.diff_chat_minus_base:+.4f} "
+                     f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}])")
+        lines.append(text)
     lines += [f"note: {line}" for line in summary.attrs.get("notes", [])]
     if synthetic:
         lines.append("note: the human data are the shipped SYNTHETIC fixture (made up): these comparisons only show the "

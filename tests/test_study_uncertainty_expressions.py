@@ -141,3 +141,23 @@ def test_bad_human_data_exits_2_naming_the_expected_columns(tmp_path, capsys):
         assert main([*args, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and match in err and "Traceback" not in err
+
+
+def test_which_model_is_closer():
+    from studies.uncertainty_expressions import compare
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        js = rng.uniform(0.3, 0.6)
+        for model, shift in (("base", 0.0), ("chat", -0.1)):  # chat nearer the humans in every context
+            rows.append({"model": model, "kind": "production", "set": "simple", "shots": 0, "chat_template": False,
+                         "norm": "sum", "context": f"{i}", "js": js + shift, "loglik_per_choice": -1.0 - js - shift})
+        rows.append({**rows[-1], "norm": "token", "model": "base", "js": js, "loglik_per_choice": -1.0})
+        rows.append({**rows[-1], "model": "chat", "js": js + rng.normal(0, 0.05), "loglik_per_choice": -1.0 + rng.normal(0, 0.05)})
+    comp = compare(pd.DataFrame(rows), n_boot=500, seed=0).set_index(["norm", "metric"])
+    assert comp.loc[("sum", "js"), "closer"] == "chat" and comp.loc[("sum", "loglik_per_choice"), "closer"] == "chat"
+    assert comp.loc[("sum", "js"), "diff_chat_minus_base"] == pytest.approx(-0.1)
+    assert comp.loc[("token", "js"), "closer"].startswith("neither")
+    flipped = pd.DataFrame(rows).assign(model=lambda d: d["model"].map({"base": "chat", "chat": "base"}))
+    assert compare(flipped, n_boot=500, seed=0).set_index(["norm", "metric"]).loc[("sum", "js"), "closer"] == "base"

@@ -11,6 +11,12 @@ The unembedding (and any ``resid_post`` capture, for by-layer readouts) runs at 
 predictors only: the context's last token, whose logits predict every option's first
 token, and the options' fed tokens (token ``t`` of an option predicts its token ``t + 1``).
 
+An option may also read tokens it does not score, its *lead* (``leads``): partial scoring
+(:mod:`probes.multiple_choice`) runs one context per option whose common token prefix is the
+shared context and whose option-specific rest is the lead, and scores the shared
+continuation after it. A branch is then ``lead + option[:-1]``; the option's first token is
+predicted by the lead's last token (by the context's last token when the lead is empty).
+
 So the context's keys and values are computed once and never copied per option (a cache
 expanded to one row per option costs a copy of it per option and layer, and a second
 forward), and options are not padded to the longest. The numbers equal those of running
@@ -31,28 +37,33 @@ from interp.packed import run_packed
 from probes.readouts import Layer, block_layers, layer_logprobs
 
 Group = tuple[list[int], list[list[int]]]  # (context tokens, each option's tokens)
+Leads = Sequence[Sequence[list[int]]]  # per group, per option: tokens read before the option, not scored
 
 
-def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None):
+def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None, leads: Leads | None = None):
     device = lm.device
     blocks = block_layers(layers)
     names = [f"blocks.{l}.hook_resid_post" for l in blocks]
-    rows = [(ctx, [o[:-1] for o in opts]) for ctx, opts in groups]  # the last token is predicted, not fed
+    leads = leads if leads is not None else [[[] for _ in opts] for _, opts in groups]
+    # The last token is predicted, not fed.
+    rows = [(ctx, [list(lead) + o[:-1] for lead, o in zip(ls, opts)]) for (ctx, opts), ls in zip(groups, leads)]
     # Kept columns: each row's last ``1 + fed`` (the context's last token, then the fed tokens);
     # all columns when a row is shorter than the widest such span (positions are prompt-relative).
-    n_fed = [sum(len(o) - 1 for o in opts) for _, opts in groups]
+    n_fed = [sum(len(b) for b in branches) for _, branches in rows]
     widest, shortest = 1 + max(n_fed), min(len(ctx) + fed for (ctx, _), fed in zip(groups, n_fed))
     out = run_packed(lm, rows, capture=names, positions=list(range(-widest, 0)) if widest <= shortest else None)
     n_cols = out.logits.shape[1]
     # Per option token, the (row, column) of its predictor.
     pred_row, pred_col, targets, options = [], [], [], []
-    for g, ((_, opts), fed) in enumerate(zip(groups, n_fed)):
+    for g, ((_, opts), ls, fed) in enumerate(zip(groups, leads, n_fed)):
         last_ctx = n_cols - 1 - fed
-        start = last_ctx + 1
-        for opt in opts:
+        start = last_ctx + 1  # the branch's first column
+        for lead, opt in zip(ls, opts):
+            # Token t of the option sits at branch index len(lead) + t; its predictor one before
+            # (index -1: the context's last token).
             pred_row += [g] * len(opt)
-            pred_col += [last_ctx] + list(range(start, start + len(opt) - 1))
-            start += len(opt) - 1
+            pred_col += [last_ctx if i < 0 else start + i for i in range(len(lead) - 1, len(lead) + len(opt) - 1)]
+            start += len(lead) + len(opt) - 1
             targets += opt
             options.append(opt)
     pred_row = torch.tensor(pred_row, device=device)
@@ -69,16 +80,18 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None
 
 
 def shared_context_logprobs(
-    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None
+    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None,
+    leads: Leads | None = None,
 ) -> list[list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]]:
     """Per group, per option: ``(token log-probs, greedy)`` under each readout. ``batch_size``
     contexts (with all their options) share one forward; ``lens`` decodes the block
-    readouts (default: the logit lens)."""
+    readouts (default: the logit lens). ``leads[g][j]``: tokens option ``j`` of group ``g``
+    reads after the context before its scored tokens (module doc; default none)."""
     out = []
     for start in range(0, len(groups), batch_size):
         batch = groups[start:start + batch_size]
         with torch.no_grad():
-            flat = _score_batch(lm, batch, layers, lens)
+            flat = _score_batch(lm, batch, layers, lens, None if leads is None else leads[start:start + batch_size])
         it = iter(flat)
         out += [[next(it) for _ in opts] for _, opts in batch]
     return out

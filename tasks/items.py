@@ -4,6 +4,11 @@ An :class:`MCItem` is one multiple-choice question scored by continuation log-pr
 the model reads ``context`` and each entry of ``options`` is scored as its continuation.
 Options carry their own leading separator (``" yes"``), so ``context + option`` is exactly
 the scored string.
+
+An item with a ``continuation`` is scored *partially* (Trinh & Le 2018, as lm-evaluation-harness
+scores WinoGrande and WSC273): each option is substituted into the text, ``context + option``
+is read, and only the shared ``continuation`` after it is scored, so the options compete on how
+well the rest of the sentence follows from them, not on their own probability.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ class MCItem:
             into an option and keep the raw target in ``meta["score"]``.
         category: optional grouping (MMLU subject, ImpPres trigger), used for balanced
             few-shot sampling and per-category results.
+        continuation: for partial scoring (module doc), the text after the option, shared by
+            every option and the only text scored (``" is too large."``); ``None`` (default):
+            the options themselves are scored. A partial item's context may be empty (the
+            option starts the sentence).
         meta: anything else the source provides (raw fields, the preamble, ...).  A
             ``meta["preamble"]`` that ``context`` starts with (MMLU's subject header) is
             written once, at the top, by :func:`build_fewshot`.
@@ -49,13 +58,17 @@ class MCItem:
     label: int
     category: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    continuation: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.context, str):
             raise TaskError(f"item {self.id!r}: context must be a string, got {type(self.context).__name__}")
         if not isinstance(self.options, list) or not all(isinstance(o, str) for o in self.options):
             raise TaskError(f"item {self.id!r}: options must be a list of strings, got {self.options!r:.80}")
-        if not self.context.strip():
+        if self.continuation is not None and (not isinstance(self.continuation, str) or not self.continuation.strip()):
+            raise TaskError(f"item {self.id!r}: a partial item's continuation must be non-empty text, "
+                            f"got {self.continuation!r:.60}")
+        if not self.context.strip() and self.continuation is None:
             raise TaskError(f"item {self.id!r}: empty context")
         if len(self.options) < 2:
             raise TaskError(f"item {self.id!r}: needs at least two options, got {self.options!r}")
@@ -75,9 +88,15 @@ class MCItem:
         """The correct option."""
         return self.options[self.label]
 
+    @property
+    def partial(self) -> bool:
+        """Whether the item is scored partially (it has a shared ``continuation``)."""
+        return self.continuation is not None
+
     def solved(self) -> str:
-        """The context followed by its correct option (a few-shot demonstration)."""
-        return self.context + self.answer
+        """The context followed by its correct option, and by the continuation of a partial
+        item (a few-shot demonstration)."""
+        return self.context + self.answer + (self.continuation or "")
 
 
 def _strip_preamble(item: MCItem) -> str:
@@ -146,7 +165,7 @@ def build_fewshot(
     preamble = item.meta.get("preamble") or ""
     if not item.context.startswith(preamble):
         preamble = ""
-    demos = [_strip_preamble(x) + x.answer for x in chosen]
+    demos = [_strip_preamble(x) + x.solved()[len(x.context):] for x in chosen]
     context = preamble + separator.join([*demos, _strip_preamble(item)])
     return dataclasses.replace(
         item,

@@ -99,6 +99,46 @@ class MCItem:
         return self.context + self.answer + (self.continuation or "")
 
 
+@dataclass(frozen=True)
+class GenItem:
+    """One free-generation item: the model continues ``context`` greedily and its answer is
+    compared with ``answers`` (CoQA).
+
+    Attributes:
+        id, task, category, meta: as :class:`MCItem`.
+        context: the prompt, ending where the answer starts (``"...\n\nA:"``).
+        answers: the gold answers (at least one; the first is the demonstration answer).
+        messages: the same prompt as chat turns (``{"role", "content"}`` dicts ending with a
+            user turn), rendered through the chat template when one is used, so that a dialogue
+            history becomes the conversation's earlier turns; ``None``: the context is one user turn.
+    """
+
+    id: str
+    task: str
+    context: str
+    answers: list[str]
+    category: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.context, str) or not self.context.strip():
+            raise TaskError(f"item {self.id!r}: context must be non-empty text")
+        if not isinstance(self.answers, list) or not self.answers or not all(isinstance(a, str) for a in self.answers):
+            raise TaskError(f"item {self.id!r}: answers must be a non-empty list of strings, got {self.answers!r:.80}")
+        if self.messages is not None and (not self.messages or self.messages[-1].get("role") != "user"):
+            raise TaskError(f"item {self.id!r}: messages must end with a user turn")
+
+    @property
+    def answer(self) -> str:
+        """The demonstration answer (the first gold answer)."""
+        return self.answers[0]
+
+    def solved(self) -> str:
+        """The context followed by its answer (a few-shot demonstration)."""
+        return f"{self.context} {self.answer.strip()}"
+
+
 def _strip_preamble(item: MCItem) -> str:
     preamble = item.meta.get("preamble")
     if preamble and item.context.startswith(preamble):
@@ -107,18 +147,23 @@ def _strip_preamble(item: MCItem) -> str:
 
 
 def _group_key(item: MCItem, balanced_by: str) -> str:
-    return str(item.category) if balanced_by == "category" else str(item.label)
+    return str(item.category) if balanced_by == "category" else str(getattr(item, "label", None))
+
+
+def _same_question(a, b) -> bool:
+    return a.context == b.context and getattr(a, "options", None) == getattr(b, "options", None)
 
 
 def build_fewshot(
-    items_pool: Sequence[MCItem],
-    item: MCItem,
+    items_pool: Sequence[MCItem | GenItem],
+    item: MCItem | GenItem,
     k: int,
     seed: int,
     balanced_by: Literal["category", "label"] | None = None,
     separator: str = FEWSHOT_SEPARATOR,
-) -> MCItem:
-    """Return ``item`` with ``k`` solved examples from ``items_pool`` prepended.
+) -> MCItem | GenItem:
+    """Return ``item`` (an :class:`MCItem` or :class:`GenItem`) with ``k`` solved examples from
+    ``items_pool`` prepended.
 
     Examples are drawn without replacement by a generator seeded with ``(seed, item.id)``,
     so each item gets its own reproducible draw.  The item itself (same id, or the same
@@ -139,7 +184,7 @@ def build_fewshot(
     candidates = [
         x
         for x in items_pool
-        if x.id != item.id and not (x.context == item.context and x.options == item.options)
+        if x.id != item.id and not _same_question(x, item)
     ]
     if len(candidates) < k:
         raise TaskError(

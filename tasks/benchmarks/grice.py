@@ -132,8 +132,8 @@ def load(split: str = "train", data: str | None = None, limit: int | None = None
         raise TaskError(f"task {NAME!r}: unknown part(s) {bad}; valid: {', '.join(PARTS)}")
     if data is None:
         raise MissingDatasetError(f"task {NAME!r}: GRICE is not on the hub; pass an impl_dial_*.json file of the GRICE "
-                                  "repository (zilongzheng/grice-dataset on GitHub) with --data grice=PATH, or "
-                                  "--data fixture for the shipped example dialogues")
+                                  "repository (zilongzheng/grice-dataset on GitHub) with --data PATH (--data grice=PATH "
+                                  "in the studies; data=PATH in Python), or --data fixture for the shipped example dialogues")
     located = _read(data)
     for where, dialog in located:
         _check_dialog(dialog, where)

@@ -71,18 +71,19 @@ TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides
 NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
 
 
-def _generative() -> dict:
-    """Free-generation task -> its module (``STOP``, ``answer_of``, ``turn_scores``)."""
-    from tasks.benchmarks import coqa
-
-    return {coqa.NAME: coqa}
-
-
 GENERATIVE = ("coqa",)  # answered by free generation and scored by exact match / F1, not by option log-probs
 
 
 def is_generative(task: str) -> bool:
     return task in GENERATIVE
+
+
+def _generation_task(task: str):
+    """The module of a free-generation task: its ``STOP`` strings, ``answer_of`` (the answer in a
+    generation) and ``turn_scores`` (exact match and F1 against the gold answers)."""
+    import importlib
+
+    return importlib.import_module(f"tasks.benchmarks.{task}")
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,6 @@ def _answer_generative(lm, chunk: list[Work], max_new_tokens: int, truncate: str
     from probes.generation import generate
     from probes.logprobs import Skipped
 
-    modules = _generative()
     out, todo = {}, {}
     for i, w in enumerate(chunk):
         if not is_generative(w.task):
@@ -267,7 +267,7 @@ def _answer_generative(lm, chunk: list[Work], max_new_tokens: int, truncate: str
     for i in todo:
         by_task.setdefault(chunk[i].task, []).append(i)
     for task, positions in by_task.items():
-        module = modules[task]
+        module = _generation_task(task)
         texts = generate(lm, [todo[i][0] for i in positions], max_new_tokens, stop=module.STOP)
         for i, text in zip(positions, texts):
             answer = module.answer_of(text)

@@ -25,6 +25,15 @@ tokens that start no option (``top_other``); ``answer_mass.csv`` averages them p
 condition, ``answer_mass_comparison.csv`` pairs chat with base by item (paired bootstrap), and
 ``option_mass_*.png`` draws them.
 
+Partial scoring: ``wsc`` and ``winogrande`` items substitute each option into the sentence and
+score only the shared rest of it (:mod:`probes.multiple_choice`), as lm-evaluation-harness does.
+Free-generation tasks (``coqa``, :data:`GENERATIVE`) have no options: every item is answered by
+greedy generation (``--max-new-tokens``; the chat template, when on, renders its dialogue history
+as chat turns) and scored by the task's exact match and F1 (CoQA's official script); their rows
+have ``generation``, ``answer``, ``golds``, ``em`` and ``f1`` and no by-layer readouts, their
+``summary.csv`` rows ``em`` / ``f1`` with bootstrap intervals, and ``comparison.csv`` the paired
+bootstrap of chat - base on each.
+
 Long items (``--truncate``, as lm-evaluation-harness): an item fits when its context and
 longest option, minus the option's last token (predicted, never fed), fit the model's
 positions. ``--truncate left`` (default, the harness's behaviour) cuts the context's first
@@ -75,6 +84,21 @@ TABLES = ("summary.csv", "comparison.csv", "generations.csv", "answer_mass.csv",
 NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
 
 
+GENERATIVE = ("coqa",)  # answered by free generation and scored by exact match / F1, not by option log-probs
+
+
+def is_generative(task: str) -> bool:
+    return task in GENERATIVE
+
+
+def _generation_task(task: str):
+    """The module of a free-generation task: its ``STOP`` strings, ``answer_of`` (the answer in a
+    generation) and ``turn_scores`` (exact match and F1 against the gold answers)."""
+    import importlib
+
+    return importlib.import_module(f"tasks.benchmarks.{task}")
+
+
 @dataclass(frozen=True)
 class Work:
     """One item under one condition (its context already has demonstrations / template)."""
@@ -99,8 +123,10 @@ def parse_data(specs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, seed: int = 0) -> dict[str, list]:
-    """task -> items; unknown names, non-MC tasks and missing files become StudyError."""
+def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, seed: int = 0,
+               generation: bool = True) -> dict[str, list]:
+    """task -> items; unknown names, non-MC tasks (and, with ``generation=False``, free-generation
+    tasks) and missing files become StudyError."""
     from studies._common import StudyError
     from tasks.benchmarks import TASKS, toy_capitals
     from tasks.errors import TaskError
@@ -118,6 +144,9 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
     for task in tasks:
         if task in NOT_MC:
             raise StudyError(f"task {task!r}: {NOT_MC[task]}; this study scores multiple-choice tasks")
+        if not generation and is_generative(task):
+            raise StudyError(f"task {task!r} is answered by free generation (exact match / F1), with no option "
+                             "probabilities; use studies.benchmarks for it")
         try:
             out[task] = loaders[task](data=data.get(task, "fixture"), limit=limit)
         except TaskError as err:  # names the task, file, line and field already
@@ -152,7 +181,7 @@ def make_work(items: dict[str, list], shots: Sequence[int], templates: Sequence[
     ``pools`` (then ``shots`` is their total count)."""
     import dataclasses
 
-    from probes.chat import chat_prompt
+    from probes.chat import chat_prompt, chat_turns
     from studies._common import StudyError
     from tasks.errors import TaskError
     from tasks.items import build_fewshot, build_mixed_fewshot
@@ -170,7 +199,11 @@ def make_work(items: dict[str, list], shots: Sequence[int], templates: Sequence[
                             else build_fewshot(its, item, k, seed)
                     except TaskError as err:
                         raise StudyError(f"task {task!r}: {err}") from None
-                    if tmpl:
+                    if tmpl and getattr(item, "messages", None):  # a dialogue: its history as chat turns
+                        demos = shot.context[:len(shot.context) - len(item.context)]
+                        first = {**item.messages[0], "content": demos + item.messages[0]["content"]}
+                        shot = dataclasses.replace(shot, context=chat_turns(template_tok, [first, *item.messages[1:]]))
+                    elif tmpl:
                         shot = dataclasses.replace(shot, context=chat_prompt(template_tok, shot.context))
                     work.append(Work(task, k, tmpl, shot, i))
     return work
@@ -210,14 +243,20 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
     if truncate not in TRUNCATE:
         raise StudyError(f"unknown truncate {truncate!r}; valid: {', '.join(TRUNCATE)}")
     rows = []
-    scores = dict(enumerate(score_items(lm, [w.item for w in chunk], layers=layers, batch_size=batch_size,
-                                        truncate=truncate, lens=lens)))
+    mc = [i for i, w in enumerate(chunk) if not is_generative(w.task)]
+    scores = dict(zip(mc, score_items(lm, [chunk[i].item for i in mc], layers=layers, batch_size=batch_size,
+                                      truncate=truncate, lens=lens)))
+    answered = _answer_generative(lm, chunk, max_new_tokens, truncate)
     prompts = {i: _generation_prompt(lm, chunk[i].item, max_new_tokens, truncate) for i, s in scores.items()
                if not isinstance(s, Skipped) and chunk[i].index < generate_n}
     to_generate = [i for i, fit in prompts.items() if not isinstance(fit, Skipped)]
     texts = dict(zip(to_generate, generate(lm, [prompts[i][0] for i in to_generate], max_new_tokens))) \
         if to_generate else {}
     for i, w in enumerate(chunk):
+        if i in answered:
+            rows.append({"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
+                         "item": w.item.id, "category": w.item.category, **answered[i]})
+            continue
         row = {"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
                "item": w.item.id, "label": w.item.label, "n_options": len(w.item.options),
                "category": w.item.category, "demos": w.item.meta.get("fewshot_ids", [])}
@@ -248,6 +287,37 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
     return rows
 
 
+def _answer_generative(lm, chunk: list[Work], max_new_tokens: int, truncate: str) -> dict[int, dict]:
+    """Row fields of the chunk's free-generation items, by position: the greedy generation (cut at
+    the task's stop strings), the answer read from it, the gold answers, ``em`` and ``f1`` (the
+    task's ``turn_scores``); or ``skipped`` for an item whose prompt does not fit."""
+    from probes.generation import generate
+    from probes.logprobs import Skipped
+
+    out, todo = {}, {}
+    for i, w in enumerate(chunk):
+        if not is_generative(w.task):
+            continue
+        fit = _generation_prompt(lm, w.item, max_new_tokens, truncate)
+        if isinstance(fit, Skipped):
+            out[i] = {"skipped": f"context + {max_new_tokens} new tokens: {fit.reason} (--truncate {truncate})",
+                      "truncated": 0}
+        else:
+            todo[i] = fit
+    by_task: dict[str, list[int]] = {}
+    for i in todo:
+        by_task.setdefault(chunk[i].task, []).append(i)
+    for task, positions in by_task.items():
+        module = _generation_task(task)
+        texts = generate(lm, [todo[i][0] for i in positions], max_new_tokens, stop=module.STOP)
+        for i, text in zip(positions, texts):
+            answer = module.answer_of(text)
+            em, f1 = module.turn_scores(chunk[i].item.answers, answer)
+            out[i] = {"skipped": None, "truncated": todo[i][1], "generation": text, "answer": answer,
+                      "golds": list(chunk[i].item.answers), "em": em, "f1": f1}
+    return out
+
+
 # -- tables -------------------------------------------------------------------------------------------
 CONDITION = ["task", "shots", "chat_template"]
 
@@ -259,7 +329,7 @@ def layer_table(rows: list[dict]):
 
     out = []
     for r in rows:
-        if r.get("skipped"):
+        if r.get("skipped") or "logprobs" not in r:  # skipped, or a free-generation row
             continue
         lp = np.asarray(r["logprobs"], dtype=float)
         chars = np.asarray(r["n_chars"], dtype=float)
@@ -273,6 +343,15 @@ def layer_table(rows: list[dict]):
 
 
 METRICS = ("chance", "prob_label", "acc", "acc_low", "acc_high", "acc_norm", "acc_norm_low", "acc_norm_high")
+GEN_METRICS = ("em", "em_low", "em_high", "f1", "f1_low", "f1_high")  # free-generation tasks (final readout only)
+
+
+def generation_table(rows: list[dict]):
+    """Tidy: one row per model x scored free-generation item with ``em`` and ``f1``."""
+    import pandas as pd
+
+    cols = ["model", *CONDITION, "item", "em", "f1"]
+    return pd.DataFrame([{c: r[c] for c in cols} for r in rows if not r.get("skipped") and "em" in r], columns=cols)
 
 
 def summarize(rows: list[dict], n_boot: int = 1000):
@@ -295,9 +374,17 @@ def summarize(rows: list[dict], n_boot: int = 1000):
                                                              for c in counts.values()) else ""
         raise StudyError("no item was scored: " + "; ".join(_accounting.notes(counts, _label)) + hint)
     table = layer_table(rows)
-    scored = {key: g for key, g in table.groupby(["model", *CONDITION], sort=False)}
+    scored = {key: g for key, g in table.groupby(["model", *CONDITION], sort=False)} if len(table) else {}
+    generated = {key: g for key, g in generation_table(rows).groupby(["model", *CONDITION], sort=False)}
     out = []
     for key, c in counts.items():
+        if key in generated:
+            rec = {**dict(zip(["model", *CONDITION], key)), "layer": "final", **c}
+            for metric in ("em", "f1"):
+                ci = bootstrap_ci(np.mean, generated[key][metric].to_numpy(float), n_boot=n_boot)
+                rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
+            out.append(rec)
+            continue
         if key not in scored:
             out.append({**dict(zip(["model", *CONDITION], key)), "layer": "final", **c})
             continue
@@ -308,7 +395,8 @@ def summarize(rows: list[dict], n_boot: int = 1000):
                 ci = bootstrap_ci(np.mean, g[metric].to_numpy(float), n_boot=n_boot)
                 rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
             out.append(rec)
-    summary = pd.DataFrame(out, columns=["model", *CONDITION, "layer", *_accounting.COLUMNS, *METRICS])
+    summary = pd.DataFrame(out, columns=["model", *CONDITION, "layer", *_accounting.COLUMNS, *METRICS,
+                                         *(GEN_METRICS if generated else ())])
     summary = add_lens_columns(summary, rows)
     summary.attrs["notes"] = _accounting.notes(counts, _label) + _generation_notes(rows)
     return summary
@@ -340,9 +428,20 @@ def compare(rows: list[dict]):
     from probes.stats import mcnemar, paired_bootstrap
 
     table = layer_table(rows)
-    table = table[table["layer"] == "final"]
+    table = table[table["layer"] == "final"] if len(table) else table
     out = []
-    for key, g in table.groupby(CONDITION, sort=False):
+    for key, g in generation_table(rows).groupby(CONDITION, sort=False):
+        wide = g.pivot_table(index="item", columns="model", values=["em", "f1"], aggfunc="first")
+        if "base" not in wide["em"] or "chat" not in wide["em"]:
+            continue
+        wide = wide.dropna()
+        for metric in ("em", "f1"):
+            a, b = wide[metric]["base"].to_numpy(float), wide[metric]["chat"].to_numpy(float)
+            pb = paired_bootstrap(a, b)
+            out.append({**dict(zip(CONDITION, key)), "metric": metric, "n": len(a), "base": a.mean(),
+                        "chat": b.mean(), "diff": pb.diff, "diff_low": pb.ci_low, "diff_high": pb.ci_high,
+                        "bootstrap_p": pb.p_value})
+    for key, g in (table.groupby(CONDITION, sort=False) if len(table) else ()):
         wide = g.pivot_table(index="item", columns="model", values=["acc", "acc_norm"], aggfunc="first")
         if "base" not in wide["acc"] or "chat" not in wide["acc"]:
             continue
@@ -388,9 +487,11 @@ def make_figures(summary, out: Path) -> list[Path]:
     paths = []
     summary = summary[summary["n_scored"] > 0]  # conditions with nothing scored have no bars
     for (shots, tmpl), g in summary.groupby(["shots", "chat_template"]):
-        final = g[g["layer"] == "final"].rename(columns={"acc": "accuracy", "acc_low": "ci_low", "acc_high": "ci_high"})
-        paths += plot_task_bars(final, out / f"accuracy_{_tag(shots, tmpl)}",
-                                title=f"{shots}-shot, chat template {'on' if tmpl else 'off'}")
+        final = g[(g["layer"] == "final") & g["acc"].notna()].rename(
+            columns={"acc": "accuracy", "acc_low": "ci_low", "acc_high": "ci_high"})  # free-generation tasks have no acc
+        if not final.empty:
+            paths += plot_task_bars(final, out / f"accuracy_{_tag(shots, tmpl)}",
+                                    title=f"{shots}-shot, chat template {'on' if tmpl else 'off'}")
         by_layer = g[g["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int)).rename(
             columns={"acc_low": "ci_low", "acc_high": "ci_high"})
         if not by_layer.empty:
@@ -406,8 +507,12 @@ def report(summary, comparison, extra: Sequence[str] = ()) -> str:
     final = summary[summary["layer"] == "final"]
     lines = ["accuracy (final readout; acc_norm in brackets):"]
     for key, g in final.groupby(CONDITION, sort=False):
-        cells = ", ".join(f"{r.model} {r.acc:.2f} [{r.acc_norm:.2f}]" if r.n_scored else f"{r.model} -"
-                          for r in g.itertuples())
+        if is_generative(key[0]):
+            cells = ", ".join(f"{r.model} EM {r.em:.2f} F1 {r.f1:.2f}" if r.n_scored else f"{r.model} -"
+                              for r in g.itertuples())
+        else:
+            cells = ", ".join(f"{r.model} {r.acc:.2f} [{r.acc_norm:.2f}]" if r.n_scored else f"{r.model} -"
+                              for r in g.itertuples())
         lines.append(f"  {key[0]:14s} {key[1]}-shot {'chat' if key[2] else 'raw '} n={int(g['n_scored'].max()):4d}"
                      f"/{int(g['n_items'].max())}: {cells}")
     if len(comparison):
@@ -416,6 +521,9 @@ def report(summary, comparison, extra: Sequence[str] = ()) -> str:
         for r in acc.itertuples():
             lines.append(f"  {r.task:14s} {r.shots}-shot {'chat' if r.chat_template else 'raw '}: {r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]; "
                          f"p = {r.mcnemar_p:.3g}")
+        for r in comparison[comparison["metric"] == "f1"].itertuples():
+            lines.append(f"  {r.task:14s} {r.shots}-shot {'chat' if r.chat_template else 'raw '}: F1 {r.diff:+.2f} "
+                         f"[{r.diff_low:+.2f}, {r.diff_high:+.2f}]; bootstrap p = {r.bootstrap_p:.3g}")
     lines += list(extra)
     lines += [f"note: {line}" for line in summary.attrs.get("notes", [])]
     return "\n".join(lines)

@@ -238,7 +238,7 @@ def run_study(args) -> int:
     lens = resolve_lens_option(args.lens, pair)  # before loading any data: a bad --lens fails fast
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
-    items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed)
+    items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed, generation=False)
     template = args.chat_template == "on"
     work = bm.make_work(items, [args.shots], [template], bm.template_tokenizer(pair) if template else None, args.seed)
     fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,

@@ -31,7 +31,8 @@ character of its span, so
   SentencePiece model may) goes to the later region, the one whose content it reveals; such
   tokens are counted (:attr:`RegionSurprisal.n_straddling`) so a table can show them.
 
-Special tokens (offsets ``(0, 0)``: BOS, EOS) belong to no region.
+Special tokens (BOS, EOS: by id, not by their zero-width offsets, since a byte-level BPE
+gives a lone ``Ġ`` a zero-width span too) belong to no region.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class TextSurprisal:
         text: the text.
         layers: the readouts (``None`` = final logits, ``l`` = block ``l`` through the lens).
         tokens: the token ids fed, the BOS/EOS prefix included when one was added.
-        offsets: ``(start, end)`` character span of each token in ``text`` (``(0, 0)`` for
+        offsets: ``(start, end)`` character span of each token in ``text`` (``None`` for
             special tokens), from the tokenizer's offsets mapping.
         surprisal: ``[readout, n_tokens]`` bits; ``nan`` for the first token (never predicted).
         prefixed: whether a BOS/EOS token was put in front (the tokenizer adds none).
@@ -83,7 +84,7 @@ class TextSurprisal:
     text: str
     layers: list[Layer]
     tokens: list[int]
-    offsets: list[tuple[int, int]]
+    offsets: list[tuple[int, int] | None]
     surprisal: Float[Tensor, "readout n_tokens"]
     prefixed: bool
     first_scored: bool
@@ -100,23 +101,25 @@ class RegionSurprisal:
     n_straddling: int
 
 
-def encode_text(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], bool]:
+def encode_text(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int] | None], bool]:
     """``(token ids, offsets, prefixed)``: the tokenizer's own encoding of ``text`` (its
-    special tokens kept), with a BOS (else EOS) token put in front when it adds none."""
+    special tokens kept, their offsets ``None``), with a BOS (else EOS) token put in front
+    when it does not start with a special token itself."""
     if not getattr(tokenizer, "is_fast", False):
         raise PromptError(f"region surprisal needs a fast tokenizer (offsets mapping); {type(tokenizer).__name__} "
                           "is a slow one: load it with use_fast=True")
     if not text.strip():
         raise PromptError("empty text: nothing to score")
     enc = tokenizer(text, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), [tuple(map(int, o)) for o in enc["offset_mapping"]]
     specials = set(tokenizer.all_special_ids)
-    if ids and ids[0] in specials and offsets[0] == (0, 0):
+    ids = [int(t) for t in enc["input_ids"]]
+    offsets = [None if t in specials else (int(a), int(b)) for t, (a, b) in zip(ids, enc["offset_mapping"])]
+    if ids and ids[0] in specials:
         return ids, offsets, False
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if prefix is None:
         return ids, offsets, False
-    return [int(prefix), *ids], [(0, 0), *offsets], True
+    return [int(prefix), *ids], [None, *offsets], True
 
 
 def text_surprisals(
@@ -157,7 +160,7 @@ def _first_scored(lm, ids: list[int]) -> bool:
     return ids[0] in set(lm.tokenizer.all_special_ids)
 
 
-def token_regions(text: str, offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+def token_regions(text: str, offsets: Sequence[tuple[int, int] | None], spans: Sequence[tuple[int, int]]
                   ) -> tuple[list[int], int]:
     """``(region index of each token or NO_REGION, number of straddling tokens)`` for regions
     given as character ``spans`` ``(start, end)`` of ``text`` in order (module doc: a token
@@ -169,13 +172,14 @@ def token_regions(text: str, offsets: Sequence[tuple[int, int]], spans: Sequence
         return NO_REGION
 
     out, straddling = [], 0
-    for start, end in offsets:
-        if start == end:  # special tokens
+    for span in offsets:
+        if span is None:  # special tokens
             out.append(NO_REGION)
             continue
+        start, end = span
         chars = [p for p in range(start, end) if not text[p].isspace()]
-        if not chars:  # a whitespace-only token: the region of the next non-space character
-            nxt = next((p for p in range(end, len(text)) if not text[p].isspace()), None)
+        if not chars:  # a whitespace-only token (zero-width for byte-level BPE): the region of the next character
+            nxt = next((p for p in range(start, len(text)) if not text[p].isspace()), None)
             out.append(NO_REGION if nxt is None else region_at(nxt))
             continue
         first, last = region_at(chars[0]), region_at(chars[-1])

@@ -59,7 +59,8 @@ ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots"
                "generate", "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
 TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides results, meta and figures
-NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
+NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice: run "
+                        "python -m studies.syntaxgym --suites PATH... instead"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
     out = {}
     for task in tasks:
         if task in NOT_MC:
-            raise StudyError(f"task {task!r}: {NOT_MC[task]}; this study scores multiple-choice tasks")
+            raise StudyError(f"task {task!r}: {NOT_MC[task]} (this study scores multiple-choice tasks)")
         try:
             out[task] = loaders[task](data=data.get(task, "fixture"), limit=limit)
         except TaskError as err:  # names the task, file, line and field already

@@ -87,15 +87,18 @@ class FormulaError(TaskError):
     """A prediction formula that does not parse."""
 
 
-def _tokenize(formula: str) -> list[tuple[str, str]]:
+def _tokenize(formula: str) -> list[tuple[str, str, int]]:
+    """``(kind, text, position)`` of each token of ``formula``."""
     tokens, pos = [], 0
     stripped = formula.rstrip()
     while pos < len(stripped):
         m = _TOKEN.match(stripped, pos)
         if m is None:
-            raise FormulaError(f"cannot parse {formula!r} at position {pos}: {stripped[pos:pos + 20]!r}")
+            pos += len(stripped[pos:]) - len(stripped[pos:].lstrip())  # point at the character, not the space before
+            raise FormulaError(f"cannot parse {formula!r} at position {pos}: {stripped[pos:pos + 20]!r} (expected a "
+                               "region like (6;%condition%), a number, an operator + - < > = <= >= & | or a bracket)")
         kind = m.lastgroup
-        tokens.append((kind, m.group(kind)))
+        tokens.append((kind, m.group(kind), m.start(kind)))
         pos = m.end()
     return tokens
 
@@ -113,14 +116,19 @@ class _Parser:
 
     def take(self) -> tuple[str, str]:
         if self.i >= len(self.tokens):
-            raise FormulaError(f"unexpected end of {self.formula!r}")
+            raise FormulaError(f"unexpected end of {self.formula!r} (an operand or a closing bracket is missing)")
         self.i += 1
-        return self.tokens[self.i - 1]
+        return self.tokens[self.i - 1][:2]
+
+    def where(self, back: int = 0) -> str:
+        """``"at position N"`` of the token ``back`` steps before the next one."""
+        i = self.i - back
+        return f"at position {self.tokens[i][2]}" if 0 <= i < len(self.tokens) else "at the end"
 
     def parse(self) -> tuple:
         tree = self.or_()
         if self.i != len(self.tokens):
-            raise FormulaError(f"trailing {self.peek()!r} in {self.formula!r}")
+            raise FormulaError(f"trailing {self.peek()!r} {self.where()} of {self.formula!r}")
         return tree
 
     def _chain(self, ops: tuple[str, ...], sub) -> tuple:
@@ -159,10 +167,15 @@ class _Parser:
             return ("number", float(text))
         if text in _CLOSE:
             tree = self.or_()
-            if self.take()[1] != _CLOSE[text]:
-                raise FormulaError(f"unbalanced {text!r} in {self.formula!r}")
+            if self.i >= len(self.tokens):
+                raise FormulaError(f"unbalanced {text!r}: no {_CLOSE[text]!r} before the end of {self.formula!r}")
+            got = self.take()[1]
+            if got != _CLOSE[text]:
+                raise FormulaError(f"unbalanced {text!r}: {got!r} {self.where(1)} of {self.formula!r} where "
+                                   f"{_CLOSE[text]!r} was expected")
             return tree
-        raise FormulaError(f"unexpected {text!r} in {self.formula!r}")
+        raise FormulaError(f"unexpected {text!r} {self.where(1)} of {self.formula!r} (expected a region, a number or "
+                           "an opening bracket)")
 
 
 def _evaluate(tree: tuple, surprisals: Mapping[tuple[str, int], float]) -> float | bool:

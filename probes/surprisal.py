@@ -38,6 +38,7 @@ gives a lone ``Ġ`` a zero-width span too) belong to no region.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ LN2 = math.log(2.0)
 METRICS = {
     "sum": lambda x: float(sum(x)),
     "mean": lambda x: float(sum(x) / len(x)) if x else math.nan,
-    "median": lambda x: float(torch.tensor(x).median()) if x else math.nan,  # lower median of an even count
+    "median": lambda x: float(statistics.median(x)) if x else math.nan,  # as numpy's: the middle two's mean
     "range": lambda x: float(max(x) - min(x)) if x else math.nan,
     "max": lambda x: float(max(x)) if x else math.nan,
     "min": lambda x: float(min(x)) if x else math.nan,

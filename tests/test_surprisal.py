@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -223,3 +224,22 @@ def test_too_long_items_are_skipped(lms):
     out = score_items(lm, [long, short])
     assert isinstance(out[0], Skipped) and f"longer than the model's {lm.max_positions} positions" in out[0].reason
     assert not isinstance(out[1], Skipped)
+
+
+@pytest.mark.parametrize("metric, oracle", [("mean", np.mean), ("median", np.median), ("max", np.max),
+                                            ("range", np.ptp), ("first", lambda x: x[0]), ("last", lambda x: x[-1])])
+def test_region_metrics_are_syntaxgyms(lms, metric, oracle):
+    """SyntaxGym's other region metrics over the same hand alignment (numpy's functions, as
+    syntaxgym.utils.METRICS uses them)."""
+    lm, model, tok = lms["wordpiece"]
+    regions, attach, _, members, _ = CASES["wordpiece"]
+    item = _item(regions)
+    text = item.sentence("c", attach)
+    (scored,) = text_surprisals(lm, [text])
+    got = region_surprisals(scored, [(a, b) for _, a, b in item.region_spans("c", attach)], metric).values[0]
+    bits = _oracle_bits(model, scored.tokens)
+    for value, m in zip(got.tolist(), members):
+        if m:
+            assert value == pytest.approx(float(oracle(np.array([bits[t] for t in m]))), rel=1e-4, abs=1e-4)
+        else:
+            assert math.isnan(value)  # an empty region has no mean, median, ...

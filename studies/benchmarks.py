@@ -81,7 +81,8 @@ ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots"
                "generate", "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
 TABLES = ("summary.csv", "comparison.csv", "generations.csv", "answer_mass.csv", "answer_mass_comparison.csv")  # written besides results, meta and figures
-NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
+NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice: run "
+                        "python -m studies.syntaxgym --suites PATH... instead"}
 
 
 GENERATIVE = ("coqa",)  # answered by free generation and scored by exact match / F1, not by option log-probs
@@ -143,7 +144,7 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
     out = {}
     for task in tasks:
         if task in NOT_MC:
-            raise StudyError(f"task {task!r}: {NOT_MC[task]}; this study scores multiple-choice tasks")
+            raise StudyError(f"task {task!r}: {NOT_MC[task]} (this study scores multiple-choice tasks)")
         if not generation and is_generative(task):
             raise StudyError(f"task {task!r} is answered by free generation (exact match / F1), with no option "
                              "probabilities; use studies.benchmarks for it")

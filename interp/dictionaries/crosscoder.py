@@ -123,9 +123,12 @@ class Crosscoder(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
     def pre_acts(self, x_scaled: Float[Tensor, "batch source d"]) -> Float[Tensor, "batch latent"]:
+        return self._pre(x_scaled)
+
+    def _pre(self, x_scaled):  # (unannotated: the training loop calls it every step, unchecked)
         return torch.relu(torch.einsum("bsd,sdl->bl", x_scaled - self.b_dec, self.W_enc) + self.b_enc)
 
-    def _scores(self, pre: Tensor) -> Tensor:
+    def _scores(self, pre):
         return pre * self.W_dec.norm(dim=-1).sum(-1)
 
     def encode(self, x: Float[Tensor, "batch source d"], *, scaled: bool = False) -> Float[Tensor, "batch latent"]:
@@ -148,7 +151,7 @@ class Crosscoder(nn.Module):
     def forward(self, x: Float[Tensor, "batch source d"]) -> Float[Tensor, "batch source d"]:
         return self.decode(self.encode(x))
 
-    def batch_topk(self, pre: Tensor, k: int) -> Tensor:
+    def batch_topk(self, pre, k: int):
         """Keep the ``k * batch`` largest scores of the batch (training-time sparsity)."""
         scores = self._scores(pre).flatten()
         keep = min(k * pre.shape[0], scores.numel())
@@ -181,7 +184,12 @@ class Crosscoder(nn.Module):
             raise DictionaryError(f"{folder} holds no readable crosscoder config.json ({err})") from None
         if raw.pop("kind", None) != "crosscoder":
             raise DictionaryError(f"{folder}/config.json is not a crosscoder's (kind 'crosscoder')")
-        model = cls(CrosscoderConfig(**raw))
+        raw["layers"] = tuple(raw.get("layers", (0,)))  # (JSON has lists)
+        try:
+            config = CrosscoderConfig(**raw)
+        except TypeError as err:
+            raise DictionaryError(f"{folder}/config.json does not describe a crosscoder of this version ({err})") from None
+        model = cls(config)
         model.load_state_dict(load_file(str(folder / "crosscoder.safetensors")))
         return model
 
@@ -258,7 +266,7 @@ def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *
     batches = _batches(x.shape[0], min(config.batch_size, x.shape[0]), config.seed)
     for step in (progress(steps) if progress else steps):
         xb = xs[next(batches)]
-        pre = model.pre_acts(xb)
+        pre = model._pre(xb)
         f = model.batch_topk(pre, config.k)
         recon = torch.einsum("bl,lsd->bsd", f, model.W_dec) + model.b_dec
         err = xb - recon

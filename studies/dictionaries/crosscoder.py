@@ -104,8 +104,8 @@ def run(ctx, acts, texts) -> None:
     model.save(ctx.out / "crosscoder")
     metrics = evaluate(model, x)
     scaling = latent_scaling(model, x)
-    norms = model.decoder_norms() / model.scale.view(2, -1).mean(-1)   # model units (scale shared per member's layers)
-    delta = relative_norm_difference(model.decoder_norms())
+    norms = model.decoder_norms()  # in the crosscoder's normalised units, where the classes are read
+    delta = relative_norm_difference(norms)
     classes = norm_classes(delta)
     eps_max, r_max = thresholds(a)
     robust = scaling.robust(eps_max, r_max)

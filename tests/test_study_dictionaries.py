@@ -15,7 +15,8 @@ from interp.dictionaries.crosscoder import CHAT_ONLY, Crosscoder, norm_classes, 
 from tests.conftest import assert_figure_files
 
 FAST = ("--n-docs", "60", "--prompt-limit", "6", "--xc-steps", "60", "--xc-dict-size", "64", "--xc-k", "4",
-        "--xc-batch-size", "128", "--causal-limit", "3", "--contexts", "2", "--batch-size", "4")
+        "--xc-batch-size", "128", "--causal-limit", "3", "--contexts", "2", "--batch-size", "4",
+        "--mlsae-latents", "64", "--mlsae-steps", "30", "--mlsae-batch-size", "64", "--splice-windows", "1")
 cli = partial(run_study_cli, "studies.dictionaries")
 
 
@@ -32,7 +33,14 @@ def test_files_and_latents_table(run):
         assert (out / name).stat().st_size > 0, name
     assert_figure_files(out / "crosscoder_norm_ratio")
     assert_figure_files(out / "crosscoder_causal_kl")
-    table = pd.read_csv(out / "latents.csv")
+    assert_figure_files(out / "mlsae_latent_layers")
+    both = pd.read_csv(out / "latents.csv")
+    assert set(both["dictionary"]) == {"crosscoder", "mlsae"}
+    mlsae = both[both["dictionary"] == "mlsae"]
+    assert len(mlsae) == 64 and {"mean_layer_base", "mean_layer_chat", "var_within_base", "moved"} <= set(mlsae)
+    live = mlsae.dropna(subset=["mean_layer_base"])
+    assert ((live["mean_layer_base"] >= 0) & (live["mean_layer_base"] <= 5)).all()
+    table = both[both["dictionary"] == "crosscoder"].reset_index(drop=True)
     assert len(table) == 64 and list(table["latent"]) == list(range(64))
     assert set(table["class"]) <= {"shared", "base_only", "chat_only", "other"}
     for column in ("norm_base", "norm_chat", "beta_error_base", "beta_error_chat", "beta_recon_base", "beta_recon_chat",

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from studies._common import add_model_options, add_run_options, load_kwargs
-from studies.dictionaries import crosscoder
+from studies.dictionaries import crosscoder, mlsae
 
 STUDY = "dictionaries"
 KEY_FIELDS = ("part", "key")
@@ -18,7 +18,8 @@ KEY_FIELDS = ("part", "key")
 ROW_OPTIONS = ("n_docs", "prompt_limit", "seq_len", "harvest_batch_size", "dtype", "device", "device_map",
                "quantization")
 TABLES = ("latents.csv", "summary.csv", "crosscoder_dashboard.md", "crosscoder_dashboard.html")
-FOLDERS = ("crosscoder",)
+FOLDERS = ("crosscoder", "mlsae")
+PARTS = ("crosscoder", "mlsae")  # run in this order; --parts picks some (their rows do not depend on each other)
 
 
 @dataclass
@@ -33,6 +34,15 @@ class Context:
     tokenizer: object
     xc_layers: tuple[int, ...]
     timings: dict = field(default_factory=dict)
+    show_progress: bool = False
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    bad = [v for v in chosen if v not in PARTS]
+    if bad or not chosen:
+        raise argparse.ArgumentTypeError(f"invalid part {bad[0] if bad else text!r}; choose from {', '.join(PARTS)}")
+    return tuple(p for p in PARTS if p in chosen)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -49,7 +59,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=128, help="harvest window length (default 128)")
     p.add_argument("--harvest-batch-size", type=int, default=8, help="harvest windows per forward (default 8)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per forward in the causal check (default 16)")
+    p.add_argument("--parts", type=_parts, default=PARTS,
+                   help=f"comma-separated parts to run: {','.join(PARTS)} (default both)")
     crosscoder.add_options(p)
+    mlsae.add_options(p)
     add_run_options(p)
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the corpus, the prompt samples and training")
@@ -66,7 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _write_summary(rows: list[dict], out: Path) -> Path:
     import pandas as pd
 
-    table = pd.DataFrame(crosscoder.summary(rows), columns=["part", "group", "metric", "value"], dtype=object)
+    table = pd.DataFrame(crosscoder.summary(rows) + mlsae.summary(rows), columns=["part", "group", "metric", "value"], dtype=object)
     table["value"] = [str(v) if isinstance(v, int) else "" if v is None or v != v else f"{v:.6g}" for v in table["value"]]
     table.to_csv(out / "summary.csv", index=False)
     return out / "summary.csv"
@@ -95,7 +108,7 @@ def run_study(args) -> int:
     texts = study_texts(args.n_docs, args.prompt_limit, args.seed)
     work = {"texts": texts.texts, "kinds": texts.kinds,
             "causal": causal_prompts(args.prompt_limit, args.causal_limit, args.seed)}
-    options = row_options(args, [*ROW_OPTIONS, *crosscoder.ROW_OPTIONS])
+    options = row_options(args, [*ROW_OPTIONS, *crosscoder.ROW_OPTIONS, *mlsae.ROW_OPTIONS])
     fingerprint = run_fingerprint(STUDY, pair, options, args.seed, work)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
     if args.overwrite:
@@ -111,28 +124,40 @@ def run_study(args) -> int:
         n_layers, tokenizer = lm.n_layers, lm.tokenizer
         del lm
         xc_layers = crosscoder.layers_of(args, n_layers)
+        todo = [p for p in args.parts if not log.done((p, "train"))]
         acts = None
-        if not log.done((crosscoder.PART, "train")):
+        if todo:  # one harvest serves both parts: every block for the MLSAE, else the crosscoder's
             t0 = time.perf_counter()
-            acts = harvest_pair(pair, texts.texts, sorted(set(xc_layers)), seq_len=args.seq_len,
-                                batch_size=args.harvest_batch_size, progress=sys.stderr.isatty())
+            layers = list(range(n_layers)) if "mlsae" in todo else sorted(set(xc_layers))
+            acts = harvest_pair(pair, texts.texts, layers, seq_len=args.seq_len, batch_size=args.harvest_batch_size,
+                                progress=sys.stderr.isatty())
             timings["harvest_s"] = round(time.perf_counter() - t0, 2)
-        ctx = Context(args, pair, out, log, tokenizer, xc_layers, timings)
-        crosscoder.run(ctx, acts, texts)
+        ctx = Context(args, pair, out, log, tokenizer, xc_layers, timings, show_progress=sys.stderr.isatty())
+        if "crosscoder" in todo:
+            crosscoder.run(ctx, acts, texts)
+        if "mlsae" in todo:
+            mlsae.run(ctx, acts, texts)
         del acts
         latent_rows = [r for r in read_results(out, KEY_FIELDS) if r["part"] == crosscoder.PART
                        and r["key"].startswith("latent:")]
-        crosscoder.run_causal(ctx, latent_rows)
+        if "crosscoder" in args.parts:
+            crosscoder.run_causal(ctx, latent_rows)
         finish_run(out, shard, timings=timings, n_written=log.n_written)
     rows = read_results(out, KEY_FIELDS)
     if not rows:
         raise StudyError(f"no results in {out} (results*.jsonl); run without --summary-only first")
-    written = []
-    crosscoder.latents_table(rows).to_csv(out / "latents.csv", index=False, float_format="%.6g")
-    written += [out / "latents.csv", _write_summary(rows, out), *crosscoder.dashboards(rows, out)]
+    import pandas as pd
+
+    have = {r["part"] for r in rows}
+    tables = [t for t in (crosscoder.latents_table(rows) if "crosscoder" in have else None,
+                          mlsae.latents_table(rows)) if t is not None and not t.empty]
+    pd.concat(tables, ignore_index=True).to_csv(out / "latents.csv", index=False, float_format="%.6g")
+    written = [out / "latents.csv", _write_summary(rows, out)]
+    if "crosscoder" in have:
+        written += crosscoder.dashboards(rows, out)
     if not args.no_figures:
         t0 = time.perf_counter()
-        written += crosscoder.figures(rows, out)
+        written += (crosscoder.figures(rows, out) if "crosscoder" in have else []) + mlsae.figures(rows, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
     opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
@@ -140,7 +165,7 @@ def run_study(args) -> int:
                n_rows=len(rows), key_fields=list(KEY_FIELDS), fingerprint=fingerprint,
                models={m: pair.spec.source(m) for m in interp.registry.MEMBERS}, load_options=load_kwargs(args),
                outputs=[Path(p).name for p in written])
-    print("\n".join(crosscoder.report(rows)))
+    print("\n".join(crosscoder.report(rows) + mlsae.report(rows)))
     print(f"\nwrote {out}/ ({', '.join(Path(p).name for p in written if Path(p).suffix != '.pdf')}, meta.json) "
           f"in {timings['total_s']:.1f} s")
     return 0

@@ -197,3 +197,16 @@ def test_causal_check_perfect_reconstruction_gives_zero_kl(two_lms):
         logp, logq = own.logits[0, 1:].log_softmax(-1), patched.log_softmax(-1)
         hand.append((logp.exp() * (logp - logq)).sum(-1))
     assert got["base"]["kl_per_token"].tolist() == pytest.approx(torch.cat(hand).tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_batch_topk_mask_equals_one_topk_over_the_batch():
+    from interp.dictionaries.crosscoder import batch_topk_mask
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(64, 200, generator=g)
+    scores[3] += 10     # one token holds more of the top entries than its row offers: the exact fallback
+    for n in (1, 50, 640, 2000):
+        want = torch.zeros(scores.numel(), dtype=torch.bool)
+        want[scores.flatten().topk(n).indices] = True
+        assert torch.equal(batch_topk_mask(scores, n), want.view_as(scores)), n
+        assert torch.equal(batch_topk_mask(scores, n, per_row=7), want.view_as(scores)), n

@@ -126,7 +126,9 @@ class Crosscoder(nn.Module):
         return self._pre(x_scaled)
 
     def _pre(self, x_scaled):  # (unannotated: the training loop calls it every step, unchecked)
-        return torch.relu(torch.einsum("bsd,sdl->bl", x_scaled - self.b_dec, self.W_enc) + self.b_enc)
+        b, n_src, d = x_scaled.shape
+        flat = (x_scaled - self.b_dec).reshape(b, n_src * d)
+        return torch.relu(torch.addmm(self.b_enc, flat, self.W_enc.reshape(n_src * d, -1)))
 
     def _scores(self, pre):
         return pre * self.W_dec.norm(dim=-1).sum(-1)
@@ -143,7 +145,7 @@ class Crosscoder(nn.Module):
                bias: bool = True) -> Float[Tensor, "batch source d"]:
         """Every source's reconstruction from latents ``f`` (model units unless ``scaled``;
         ``bias=False`` leaves out ``b_dec``, for the contribution of a subset of latents)."""
-        out = torch.einsum("bl,lsd->bsd", f, self.W_dec)
+        out = self._dec(f)
         if bias:
             out = out + self.b_dec
         return out if scaled else out / self.scale[:, None]
@@ -151,14 +153,14 @@ class Crosscoder(nn.Module):
     def forward(self, x: Float[Tensor, "batch source d"]) -> Float[Tensor, "batch source d"]:
         return self.decode(self.encode(x))
 
+    def _dec(self, f):
+        return (f @ self.W_dec.reshape(f.shape[-1], -1)).view(f.shape[0], *self.W_dec.shape[1:])
+
     def batch_topk(self, pre, k: int):
         """Keep the ``k * batch`` largest scores of the batch (training-time sparsity)."""
-        scores = self._scores(pre).flatten()
-        keep = min(k * pre.shape[0], scores.numel())
-        idx = scores.topk(keep, sorted=False).indices
-        mask = torch.zeros_like(scores, dtype=torch.bool)
-        mask[idx] = True
-        return pre * mask.view_as(pre)
+        with torch.no_grad():
+            keep = batch_topk_mask(self._scores(pre), k * pre.shape[0])
+        return pre * keep
 
     # -- save / load --------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -192,6 +194,28 @@ class Crosscoder(nn.Module):
         model = cls(config)
         model.load_state_dict(load_file(str(folder / "crosscoder.safetensors")))
         return model
+
+
+def batch_topk_mask(scores: Tensor, n: int, per_row: int | None = None) -> Tensor:
+    """Bool mask of the ``n`` largest entries of ``scores [batch, latent]`` (ties broken by
+    ``topk``). One ``topk`` over the whole batch is the slow part of a training step; the top
+    ``n`` can come only from each row's top ``per_row`` (default ``4 n / batch``), unless a row
+    had all of those kept, when the whole batch is searched again (exact either way)."""
+    b, width = scores.shape
+    n = min(n, scores.numel())
+    per_row = min(width, per_row or max(1, 4 * -(-n // b)))
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if per_row < width and per_row * b >= n:
+        cand = scores.topk(per_row, dim=-1, sorted=False)
+        pick = cand.values.flatten().topk(n, sorted=False).indices
+        chosen = torch.zeros(b * per_row, dtype=torch.bool)
+        chosen[pick] = True
+        chosen = chosen.view(b, per_row)
+        if not chosen.all(-1).any():  # no row may hold more of the top n than it offered
+            mask.scatter_(-1, cand.indices, chosen)
+            return mask
+    mask.view(-1)[scores.flatten().topk(n, sorted=False).indices] = True
+    return mask
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -231,7 +255,7 @@ class TrainHistory:
 
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-    steps_per_second: float = 0.0
+    steps_per_second: float = 0.0  # over the steps after the first (its allocations are warm-up)
 
 
 def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *, log_every: int = 50,
@@ -268,7 +292,7 @@ def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *
         xb = xs[next(batches)]
         pre = model._pre(xb)
         f = model.batch_topk(pre, config.k)
-        recon = torch.einsum("bl,lsd->bsd", f, model.W_dec) + model.b_dec
+        recon = model._dec(f) + model.b_dec
         err = xb - recon
         loss = err.pow(2).sum(dim=(1, 2)).mean()
         with torch.no_grad():
@@ -276,8 +300,8 @@ def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *
             since_fired += xb.shape[0]
             since_fired[fired] = 0
             dead = since_fired >= config.dead_tokens
-            scores = model._scores(f)
-            kept_min = scores[f > 0].min() if fired.any() else model.threshold
+            # the smallest kept score (a masked min: boolean indexing would copy the batch)
+            kept_min = torch.where(f > 0, model._scores(f), torch.inf).min() if fired.any() else model.threshold
             m = config.threshold_momentum
             model.threshold.copy_(kept_min if step == 0 else m * model.threshold + (1 - m) * kept_min)
         aux = torch.zeros(())
@@ -287,7 +311,7 @@ def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *
             n_aux = min(aux_k, int(dead.sum()))
             top = model._scores(dead_pre).topk(n_aux, dim=-1)
             f_aux = torch.zeros_like(pre).scatter(-1, top.indices, dead_pre.gather(-1, top.indices))
-            e_hat = torch.einsum("bl,lsd->bsd", f_aux, model.W_dec)
+            e_hat = model._dec(f_aux)
             target = err.detach()
             aux = (target - e_hat).pow(2).sum(dim=(1, 2)).mean() / target.pow(2).sum(dim=(1, 2)).mean().clamp_min(1e-12)
             aux = torch.nan_to_num(aux, nan=0.0)
@@ -295,12 +319,17 @@ def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *
         (loss + config.aux_alpha * aux).backward()
         opt.step()
         sched.step()
+        if step == 0:
+            after_first = time.perf_counter()
         if step % log_every == 0 or step == config.steps - 1:
             history.rows.append({"step": step, "loss": float(loss.detach()), "fvu": float(loss.detach() / total_var),
                                  "aux": float(aux.detach()),
                                  "dead": float(dead.float().mean()), "l0": float((f > 0).sum(-1).float().mean())})
     history.seconds = time.perf_counter() - started
-    history.steps_per_second = config.steps / max(history.seconds, 1e-9)
+    if config.steps > 1:
+        history.steps_per_second = (config.steps - 1) / max(time.perf_counter() - after_first, 1e-9)
+    else:
+        history.steps_per_second = 1 / max(history.seconds, 1e-9)
     model.eval()
     return model, history
 

@@ -210,3 +210,36 @@ def test_batch_topk_mask_equals_one_topk_over_the_batch():
         want[scores.flatten().topk(n).indices] = True
         assert torch.equal(batch_topk_mask(scores, n), want.view_as(scores)), n
         assert torch.equal(batch_topk_mask(scores, n, per_row=7), want.view_as(scores)), n
+
+
+def test_sparse_training_step_equals_the_dense_computation():
+    """The training step's sparse losses and gradients against autograd through the dense
+    encoder, BatchTopK mask and decoder (AuxK included: half the latents marked dead)."""
+    from interp.dictionaries.crosscoder import sparse_losses
+
+    torch.manual_seed(0)
+    model = Crosscoder(CrosscoderConfig(d_model=12, dict_size=40, k=3, layers=(0, 1)))
+    with torch.no_grad():
+        model.b_dec.normal_(0, 0.3)
+        model.b_enc.normal_(0, 0.1)
+    xb = torch.randn(16, 4, 12)
+    dead = torch.arange(40) % 2 == 0
+    params = [model.W_enc, model.W_dec, model.b_enc, model.b_dec]
+
+    loss, aux, *_ = sparse_losses(model, xb, 3, dead, aux_k=5)
+    got = torch.autograd.grad(loss + 0.5 * aux, params)
+
+    pre = model.pre_acts(xb)
+    f = model.batch_topk(pre, 3)
+    err = xb - model.decode(f, scaled=True)
+    dense_loss = err.pow(2).sum(dim=(1, 2)).mean()
+    dead_pre = pre * dead
+    top = model._scores(dead_pre).topk(5, dim=-1).indices
+    f_aux = torch.zeros_like(pre).scatter(-1, top, dead_pre.gather(-1, top))
+    e_hat = model.decode(f_aux, scaled=True, bias=False)
+    target = err.detach()
+    dense_aux = (target - e_hat).pow(2).sum(dim=(1, 2)).mean() / target.pow(2).sum(dim=(1, 2)).mean()
+    want = torch.autograd.grad(dense_loss + 0.5 * dense_aux, params)
+    assert loss.item() == pytest.approx(dense_loss.item(), rel=1e-5) and aux.item() == pytest.approx(dense_aux.item(), rel=1e-5)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-6)

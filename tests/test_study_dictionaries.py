@@ -66,7 +66,7 @@ def test_causal_rows(run):
     causal = summary[summary["part"] == "causal"]
     kl = causal[causal["metric"] == "kl_last_mean"]
     assert {g.split(":")[0] for g in kl["group"]} == {"plain", "benign", "harmful"}
-    assert {g.split(":")[1] for g in kl["group"]} == {"base", "chat_only", "robust_chat_only", "random", "all"}
+    assert {g.split(":")[1] for g in kl["group"]} == {"base", "chat_only", "robust_chat_only", "chat_leaning", "random", "all"}
     assert (kl["value"] >= -1e-9).all()
     base = kl[kl["group"] == "harmful:base"]["value"].iloc[0]
     assert base > 0  # base's activation alone changes chat's next-token distribution

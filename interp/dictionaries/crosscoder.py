@@ -127,8 +127,11 @@ class Crosscoder(nn.Module):
 
     def _pre(self, x_scaled):  # (unannotated: the training loop calls it every step, unchecked)
         b, n_src, d = x_scaled.shape
-        flat = (x_scaled - self.b_dec).reshape(b, n_src * d)
-        return torch.relu(torch.addmm(self.b_enc, flat, self.W_enc.reshape(n_src * d, -1)))
+        w = self.W_enc.reshape(n_src * d, -1)
+        # (x - b_dec) W + b_enc with b_dec folded into the bias: the input needs no gradient, so
+        # the backward skips a [batch, source*d] product and b_dec's gradient is one vector's
+        bias = self.b_enc - self.b_dec.reshape(1, -1) @ w
+        return torch.relu(torch.addmm(bias, x_scaled.reshape(b, n_src * d), w))
 
     def _scores(self, pre):
         return pre * self.W_dec.norm(dim=-1).sum(-1)
@@ -247,6 +250,42 @@ def _batches(n: int, batch_size: int, seed: int) -> Iterator[Tensor]:
             yield order[i:i + batch_size]
 
 
+def _bag_decode(model: Crosscoder, cols: Tensor, vals: Tensor, offsets: Tensor | None = None) -> Tensor:
+    """``sum_j f_j d_j`` per token from its chosen latents ``cols`` and values ``vals`` (flat with
+    ``offsets`` per token, or ``[b, n]`` each), without the bias: ``[b, source*d]``."""
+    return torch.nn.functional.embedding_bag(cols, model.W_dec.reshape(model.config.dict_size, -1), offsets,
+                                             mode="sum", per_sample_weights=vals)
+
+
+def sparse_losses(model: Crosscoder, xb: Tensor, k: int, dead: Tensor, aux_k: int):
+    """One step's reconstruction loss and AuxK loss. The encoder runs dense; the decoder reads
+    only the chosen (token, latent) entries through ``embedding_bag``: with ``k`` of
+    ``dict_size`` latents per token the dense decoder and its two backward products are mostly
+    multiplications by zero. The gradients equal the dense computation's (a test checks).
+    Returns ``(loss, aux, rows, cols, vals)``: the chosen entries and their values (detached)."""
+    b = xb.shape[0]
+    pre = model._pre(xb)
+    with torch.no_grad():
+        rows, cols = batch_topk_mask(model._scores(pre), k * b).nonzero(as_tuple=True)   # row-major
+        offsets = torch.zeros(b, dtype=torch.long)
+        offsets[1:] = torch.bincount(rows, minlength=b).cumsum(0)[:-1]
+    vals = pre[rows, cols]
+    recon = _bag_decode(model, cols, vals, offsets) + model.b_dec.reshape(1, -1)
+    err = xb.reshape(b, -1) - recon
+    loss = err.pow(2).sum(-1).mean()
+    aux = torch.zeros(())
+    if dead.any():
+        # AuxK: the dead latents' top scores reconstruct what the live ones missed.
+        n_aux = min(aux_k, int(dead.sum()))
+        with torch.no_grad():
+            top = model._scores(pre * dead).topk(n_aux, dim=-1).indices      # [b, n_aux]
+        e_hat = _bag_decode(model, top, (pre * dead).gather(-1, top))
+        target = err.detach()
+        aux = (target - e_hat).pow(2).sum(-1).mean() / target.pow(2).sum(-1).mean().clamp_min(1e-12)
+        aux = torch.nan_to_num(aux, nan=0.0)
+    return loss, aux, rows, cols, vals.detach()
+
+
 @dataclass
 class TrainHistory:
     """Per logged step: ``step``, ``loss`` (summed squared error per token, scaled space),
@@ -290,31 +329,17 @@ def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *
     batches = _batches(x.shape[0], min(config.batch_size, x.shape[0]), config.seed)
     for step in (progress(steps) if progress else steps):
         xb = xs[next(batches)]
-        pre = model._pre(xb)
-        f = model.batch_topk(pre, config.k)
-        recon = model._dec(f) + model.b_dec
-        err = xb - recon
-        loss = err.pow(2).sum(dim=(1, 2)).mean()
+        dead = since_fired >= config.dead_tokens
+        loss, aux, rows, cols, vals = sparse_losses(model, xb, config.k, dead, aux_k)
         with torch.no_grad():
-            fired = (f > 0).any(0)
+            fired = torch.zeros(config.dict_size, dtype=torch.bool)
+            fired[cols[vals > 0]] = True
             since_fired += xb.shape[0]
             since_fired[fired] = 0
-            dead = since_fired >= config.dead_tokens
-            # the smallest kept score (a masked min: boolean indexing would copy the batch)
-            kept_min = torch.where(f > 0, model._scores(f), torch.inf).min() if fired.any() else model.threshold
+            live = vals > 0
+            kept_min = (vals[live] * model.W_dec.norm(dim=-1).sum(-1)[cols[live]]).min() if live.any() else model.threshold
             m = config.threshold_momentum
             model.threshold.copy_(kept_min if step == 0 else m * model.threshold + (1 - m) * kept_min)
-        aux = torch.zeros(())
-        if dead.any():
-            # AuxK: the dead latents' top scores reconstruct what the live ones missed.
-            dead_pre = pre * dead
-            n_aux = min(aux_k, int(dead.sum()))
-            top = model._scores(dead_pre).topk(n_aux, dim=-1)
-            f_aux = torch.zeros_like(pre).scatter(-1, top.indices, dead_pre.gather(-1, top.indices))
-            e_hat = model._dec(f_aux)
-            target = err.detach()
-            aux = (target - e_hat).pow(2).sum(dim=(1, 2)).mean() / target.pow(2).sum(dim=(1, 2)).mean().clamp_min(1e-12)
-            aux = torch.nan_to_num(aux, nan=0.0)
         opt.zero_grad(set_to_none=True)
         (loss + config.aux_alpha * aux).backward()
         opt.step()
@@ -324,7 +349,7 @@ def train_crosscoder(x: Float[Tensor, "n source d"], config: CrosscoderConfig, *
         if step % log_every == 0 or step == config.steps - 1:
             history.rows.append({"step": step, "loss": float(loss.detach()), "fvu": float(loss.detach() / total_var),
                                  "aux": float(aux.detach()),
-                                 "dead": float(dead.float().mean()), "l0": float((f > 0).sum(-1).float().mean())})
+                                 "dead": float(dead.float().mean()), "l0": float(live.sum()) / xb.shape[0]})
     history.seconds = time.perf_counter() - started
     if config.steps > 1:
         history.steps_per_second = (config.steps - 1) / max(time.perf_counter() - after_first, 1e-9)

@@ -57,7 +57,7 @@ def test_files_and_latents_table(run):
     assert table["robust"].isna().equals(table["class"] != "chat_only")   # robust is only said of chat-only latents
     meta = json.loads((out / "meta.json").read_text())
     assert meta["study"] == "dictionaries" and "latents.csv" in meta["outputs"]
-    assert "crosscoder (blocks [3]" in proc.stdout and "causal check on harmful prompts" in proc.stdout
+    assert "crosscoder (blocks [4]" in proc.stdout and "causal check on harmful prompts" in proc.stdout
 
 
 def test_causal_rows(run):

@@ -21,14 +21,17 @@ from studies.dictionaries.data import PROMPT_STYLES, causal_prompts, token_kinds
 PART = "crosscoder"
 CAUSAL = "causal"
 # Latent sets of the causal check: S in  h_base + sum_{j in S} f_j (d_chat - d_base).
-SETS = ("base", "chat_only", "robust_chat_only", "random", "all")
+# chat_leaning: Delta >= CHAT_LEANING (chat-only and the chat side of "other"); random: as many
+# latents as chat_leaning, drawn from the rest (seeded).
+SETS = ("base", "chat_only", "robust_chat_only", "chat_leaning", "random", "all")
+CHAT_LEANING = 0.6
 STAT_KINDS = ("corpus", "plain", "benign", "harmful", "refusal")
 
 
 def add_options(p) -> None:
-    p.add_argument("--xc-layers", default="3", help="crosscoder: comma-separated blocks (resid_post) it reads "
-                                                    "(default 3, the middle of the toy pair's 6)")
-    p.add_argument("--xc-dict-size", type=int, default=1024, help="crosscoder latents (default 1024)")
+    p.add_argument("--xc-layers", default="4", help="crosscoder: comma-separated blocks (resid_post) it reads "
+                                                    "(default 4 of the toy pair's 0..5, where base and chat part)")
+    p.add_argument("--xc-dict-size", type=int, default=512, help="crosscoder latents (default 512)")
     p.add_argument("--xc-k", type=int, default=16, help="crosscoder BatchTopK: mean active latents per token (default 16)")
     p.add_argument("--xc-steps", type=int, default=3000, help="crosscoder training steps (default 3000)")
     p.add_argument("--xc-batch-size", type=int, default=512, help="crosscoder tokens per step (default 512)")
@@ -113,16 +116,14 @@ def run(ctx, acts, texts) -> None:
         f = torch.cat([model.encode(x[i:i + 4096]) for i in range(0, x.shape[0], 4096)])
     kinds, is_last = token_kinds(ctx.tokenizer, texts, acts.tokens)
     stats = _stats(f, kinds, is_last)
-    shown = [j for j, c in enumerate(classes) if c in ("chat_only", "base_only")]
-    shared = [j for j, c in enumerate(classes) if c == "shared"]
-    shown += sorted(shared, key=lambda j: -float(metrics["freq"][j]))[:8]  # the most frequent shared ones, for contrast
-    found = top_contexts(f, acts.tokens, acts.where, shown, k=a.contexts)
+    found = top_contexts(f, acts.tokens, acts.where, shown_latents(classes, delta, metrics["freq"], stats),
+                         k=a.contexts)
     decode = ctx.tokenizer.convert_ids_to_tokens
     columns = scaling.columns()
     rows = []
     for j in range(config.dict_size):
         row = {"part": PART, "key": f"latent:{j:05d}", "latent": j, "class": classes[j],
-               "robust": bool(robust[j]) if classes[j] == "chat_only" else None,
+               "robust": bool(robust[j]) if classes[j] == "chat_only" else None, "scaling_ok": bool(robust[j]),
                "norm_ratio": float(delta[j]), "norm_base": float(norms[j, 0]), "norm_chat": float(norms[j, 1]),
                **{k: v[j] for k, v in columns.items()}, "n_active": int(scaling.n_active[j]),
                "freq": float(metrics["freq"][j]), **{k: float(v[j]) for k, v in stats.items()},
@@ -144,18 +145,34 @@ def run(ctx, acts, texts) -> None:
     ctx.log.write(rows + [train])
 
 
+def shown_latents(classes: list[str], delta: torch.Tensor, freq: torch.Tensor, stats: dict) -> list[int]:
+    """The dashboard's latents: every chat-only and base-only one, the 8 live latents of highest
+    and of lowest Delta, the 4 most specific to harmful prompts' last tokens and to refusal
+    tokens, and the 4 most frequent shared ones (for contrast)."""
+    live = freq > 0
+    rank = lambda v: [j for j in torch.argsort(v, descending=True).tolist() if live[j]]  # noqa: E731
+    benign = torch.maximum(stats["fires_benign_last"].nan_to_num(0), stats["fires_plain_last"].nan_to_num(0))
+    contrast = torch.maximum(benign, stats["fires_corpus"].nan_to_num(0))
+    picked = [j for j, c in enumerate(classes) if c in ("chat_only", "base_only")]
+    picked += rank(delta)[:8] + rank(-delta)[:8]
+    picked += rank(stats["fires_harmful_last"].nan_to_num(0) - contrast)[:4]
+    picked += rank(stats["fires_refusal"].nan_to_num(0) - contrast)[:4]
+    picked += [j for j in rank(freq) if classes[j] == "shared"][:4]
+    return list(dict.fromkeys(picked))
+
+
 def latent_sets(rows: list[dict], dict_size: int, seed: int) -> dict[str, torch.Tensor | None]:
-    """The causal check's latent sets from the latent rows (``random``: as many latents as
-    ``chat_only`` has, drawn from the others, seeded)."""
-    classes = {r["latent"]: r for r in rows}
-    mask = lambda keep: torch.tensor([bool(keep(classes[j])) for j in range(dict_size)])  # noqa: E731
-    chat_only = mask(lambda r: r["class"] == "chat_only")
-    others = (~chat_only).nonzero().flatten()
+    """The causal check's latent sets (:data:`SETS`) from the latent rows."""
+    by = {r["latent"]: r for r in rows}
+    mask = lambda keep: torch.tensor([bool(keep(by[j])) for j in range(dict_size)])  # noqa: E731
+    leaning = mask(lambda r: r["norm_ratio"] >= CHAT_LEANING and r["n_active"] > 0)
+    others = (~leaning & mask(lambda r: r["n_active"] > 0)).nonzero().flatten()
     g = torch.Generator().manual_seed(seed)
-    pick = others[torch.randperm(others.numel(), generator=g)[:int(chat_only.sum())]]
+    pick = others[torch.randperm(others.numel(), generator=g)[:int(leaning.sum())]]
     random_set = torch.zeros(dict_size, dtype=torch.bool)
     random_set[pick] = True
-    return {"base": None, "chat_only": chat_only, "robust_chat_only": mask(lambda r: r.get("robust")),
+    return {"base": None, "chat_only": mask(lambda r: r["class"] == "chat_only"),
+            "robust_chat_only": mask(lambda r: r.get("robust")), "chat_leaning": leaning,
             "random": random_set, "all": torch.ones(dict_size, dtype=torch.bool)}
 
 
@@ -228,9 +245,7 @@ def summary(rows: list[dict]) -> list[dict]:
 def dashboards(rows: list[dict], out: Path) -> list[Path]:
     from figures.dashboard import write_dashboard
 
-    lat = sorted((r for r in rows if r["part"] == PART and "contexts" in r),
-                 key=lambda r: (["chat_only", "base_only", "shared", "other"].index(r["class"]), not r.get("robust"),
-                                -r["freq"]))
+    lat = sorted((r for r in rows if r["part"] == PART and "contexts" in r), key=lambda r: -r["norm_ratio"])
 
     class _C:  # the rows' contexts in the shape write_dashboard reads
         def __init__(self, c):
@@ -243,7 +258,7 @@ def dashboards(rows: list[dict], out: Path) -> list[Path]:
                           "harmful_last": r["fires_harmful_last"], "benign_last": r["fires_benign_last"],
                           "refusal": r["fires_refusal"], "freq": r["freq"]} for r in lat}
     return write_dashboard(contexts, lambda t: t, out / "crosscoder_dashboard", info,
-                           title="Crosscoder latents: top-activating contexts (chat-only first)")
+                           title="Crosscoder latents: top-activating contexts (by Delta, chat-most first)")
 
 
 def figures(rows: list[dict], out: Path) -> list[Path]:
@@ -307,14 +322,19 @@ def report(rows: list[dict]) -> list[str]:
              "  classes: " + ", ".join(f"{c} {int((table['class'] == c).sum())}" for c in
                                        ("shared", "base_only", "chat_only", "other"))
              + f"; robust chat-only (Latent Scaling) {int(table['robust'].eq(True).sum())}"]
-    for label, col in (("harmful request", "fires_harmful_last"), ("refusal", "fires_refusal")):
-        best = finding(table, col)
-        if best is None:
-            lines.append(f"  no robust chat-only latent fires on {label}s")
-        else:
-            lines.append(f"  robust chat-only latent {best['latent']} on {label}s: fires on {best[col]:.0%} of them, "
-                         f"benign last {best['fires_benign_last']:.0%}, plain last {best['fires_plain_last']:.0%}, "
-                         f"corpus {best['fires_corpus']:.1%} (nu_eps {best['nu_epsilon']:.2f}, nu_r {best['nu_r']:.2f})")
+    for label, col in (("harmful requests", "fires_harmful_last"), ("refusal tokens", "fires_refusal")):
+        best = finding(table, col, robust_only=True)
+        if best is not None:
+            lines.append(f"  robust chat-only latent {best['latent']} fires on {best[col]:.0%} of {label} "
+                         f"(benign last {best['fires_benign_last']:.0%}, plain last {best['fires_plain_last']:.0%}, "
+                         f"corpus {best['fires_corpus']:.1%}; nu_eps {best['nu_epsilon']:.2f}, nu_r {best['nu_r']:.2f})")
+            continue
+        best = finding(table, col, robust_only=False)
+        lines.append(f"  no robust chat-only latent fires on {label}" + ("" if best is None else
+                     f"; the latent most specific to them is {best['latent']} ({best['class']}, Delta "
+                     f"{best['norm_ratio']:.2f}, nu_eps {best['nu_epsilon']:.2f}, nu_r {best['nu_r']:.2f}): "
+                     f"{best[col]:.0%} of {label}, benign last {best['fires_benign_last']:.0%}, plain last "
+                     f"{best['fires_plain_last']:.0%}, corpus {best['fires_corpus']:.1%}"))
     causal = [r for r in rows if r["part"] == CAUSAL]
     for kind in dict.fromkeys(r["kind"] for r in causal):
         got = {r["set"]: r for r in causal if r["kind"] == kind}
@@ -323,15 +343,14 @@ def report(rows: list[dict]) -> list[str]:
     return lines
 
 
-def finding(table, column: str):
-    """The robust chat-only latent most specific to ``column`` (harmful last tokens or refusal
-    tokens): largest firing fraction there minus its largest on benign / plain last tokens and
-    on the corpus; ``None`` when no robust chat-only latent fires there on at least half."""
-    robust = table[table["robust"].eq(True)].copy()
-    if robust.empty:
+def finding(table, column: str, robust_only: bool = True):
+    """The latent most specific to ``column`` (harmful prompts' last tokens, or refusal tokens):
+    largest firing fraction there minus its largest on benign / plain last tokens and on the
+    corpus, among robust chat-only latents (``robust_only``) or all; ``None`` when the best
+    fires there on less than half."""
+    pool = table[table["robust"].eq(True)] if robust_only else table[table["n_active"] > 0]
+    if pool.empty:
         return None
-    contrast = robust[["fires_benign_last", "fires_plain_last", "fires_corpus"]].max(axis=1)
-    robust["specific"] = robust[column] - contrast
-    best = robust.sort_values("specific", ascending=False).iloc[0]
+    contrast = pool[["fires_benign_last", "fires_plain_last", "fires_corpus"]].max(axis=1)
+    best = pool.assign(specific=pool[column] - contrast).sort_values("specific", ascending=False).iloc[0]
     return best if best[column] >= 0.5 else None
-

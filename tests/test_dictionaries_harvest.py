@@ -93,9 +93,12 @@ def test_disk_equals_memory_and_dtype(pair, tmp_path):
     assert disk.members["base"]._shards[0].acts is None  # read from disk, not held
     assert mem.members["base"].n_shards == disk.members["base"].n_shards > 2
     for a, b in zip(mem.batches(7, shuffle=True, seed=3), disk.batches(7, shuffle=True, seed=3)):
-        assert a.keys() == b.keys() == {"base", "chat", "tokens"}
+        assert a.keys() == b.keys() == {"base", "chat", "tokens", "index"}
         for k in a:
             assert torch.equal(a[k], b[k])
+        assert torch.equal(a["tokens"], mem.tokens[a["index"]]) and torch.equal(a["chat"][:, 1], mem.chat(2)[a["index"]])
+    index = next(mem.batches(7, shuffle=True, seed=3))["index"]
+    assert (index.diff() != 1).any()  # shuffled within the shard too, not only the shards' order
     shuffled = torch.cat([b["tokens"] for b in mem.batches(7, shuffle=True, seed=3)])
     assert not torch.equal(shuffled, mem.tokens) and sorted(shuffled.tolist()) == sorted(mem.tokens.tolist())
     assert torch.equal(torch.cat([b["chat"] for b in mem.batches(5, shuffle=False)]), mem.members["chat"].stack())

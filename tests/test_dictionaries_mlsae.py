@@ -176,3 +176,19 @@ def test_train_on_pair_members_and_report(tiny_pair):
     for r in latents:
         if r["active_tokens_base"] and r["active_tokens_chat"]:
             assert math.isclose(r["layer_shift"], r["mean_layer_chat"] - r["mean_layer_base"])
+
+
+def test_a_pair_of_two_widths_harvests_but_cannot_share_one_mlsae(tiny_pair, tokenizer):
+    import transformers
+
+    torch.manual_seed(2)
+    config = transformers.LlamaConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                                      intermediate_size=64, vocab_size=tiny_pair[0].d_vocab, max_position_embeddings=48,
+                                      bos_token_id=2, eos_token_id=3)
+    narrow = interp.LM.from_hf(transformers.LlamaForCausalLM(config).eval(), tokenizer, name="narrow-chat")
+    acts = H.harvest_pair((tiny_pair[0], narrow), TEXTS, [1], seq_len=16, progress=False)
+    assert acts.base(1).shape[1] == 64 and acts.chat(1).shape[1] == 32
+    small = SAEConfig(n_latents=16, k=2, steps=2, batch_size=16)
+    assert train_mlsae(acts, small, member="chat")[0].d_model == 32
+    with pytest.raises(DictionaryError, match="member='both' needs one width, but base has d_model=64 and chat 32"):
+        train_mlsae(acts, small, member="both")

@@ -39,6 +39,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +151,12 @@ class Activations:
     def n_shards(self) -> int:
         return len(self._shards)
 
-    @property
+    @cached_property  # shards never change once harvested
     def tokens(self) -> Int[Tensor, " n"]:
         """The kept tokens' ids, in stream order."""
         return torch.cat([s.tokens for s in self._shards])
 
-    @property
+    @cached_property
     def where(self) -> Int[Tensor, "n 2"]:
         """Each kept token's ``(window, position in window)``."""
         return torch.cat([s.where for s in self._shards])

@@ -4,7 +4,7 @@ model or for both members of a pair, aligned token for token.
     acts = harvest_pair(interp.load_pair("toy"), texts, layers=[0, 2, 4], out=Path("runs/acts"))
     acts.base(2), acts.chat(2)                  # [n_tokens, d_model] each, row i = the same token
     for batch in acts.batches(512, shuffle=True, seed=0):
-        batch["base"], batch["chat"]            # [512, layer, d_model]; batch["tokens"] [512]
+        batch["base"], batch["chat"]            # [512, layer, d_model]; batch["tokens"], ["index"] [512]
 
 **The token stream.** Each text is tokenized by the model's own tokenizer (with its special
 tokens: a Llama tokenizer opens each text with BOS) and the texts are concatenated. The stream
@@ -39,6 +39,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +151,12 @@ class Activations:
     def n_shards(self) -> int:
         return len(self._shards)
 
-    @property
+    @cached_property  # shards never change once harvested
     def tokens(self) -> Int[Tensor, " n"]:
         """The kept tokens' ids, in stream order."""
         return torch.cat([s.tokens for s in self._shards])
 
-    @property
+    @cached_property
     def where(self) -> Int[Tensor, "n 2"]:
         """Each kept token's ``(window, position in window)``."""
         return torch.cat([s.where for s in self._shards])
@@ -177,7 +178,7 @@ class Activations:
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 drop_last: bool = False) -> Iterator[dict[str, Tensor]]:
-        """Batches ``{"acts": [b, layer, d_model], "tokens": [b]}``; see :func:`iter_batches`."""
+        """Batches ``{"acts": [b, layer, d_model], "tokens": [b], "index": [b]}``; see :func:`iter_batches`."""
         for batch in iter_batches({"acts": self}, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last):
             yield batch
 
@@ -240,7 +241,7 @@ class PairActivations:
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 drop_last: bool = False) -> Iterator[dict[str, Tensor]]:
-        """Batches ``{"base": [b, layer, d], "chat": [b, layer, d], "tokens": [b]}``, the same
+        """Batches ``{"base": [b, layer, d], "chat": [b, layer, d], "tokens": [b], "index": [b]}``, the same
         tokens in both; see :func:`iter_batches`."""
         yield from iter_batches(self.members, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
 
@@ -249,19 +250,24 @@ def iter_batches(members: dict[str, Activations], batch_size: int, *, shuffle: b
                  drop_last: bool = False) -> Iterator[dict[str, Tensor]]:
     """Batches over aligned members' shards, one shard in memory at a time (plus a remainder).
 
-    With ``shuffle``, the shard order and the order within each shard are permuted by a
+    Each batch also holds ``tokens`` (ids) and ``index`` (each row's position in the stream,
+    i.e. in ``tokens`` / ``where`` of the whole harvest, for contexts). With ``shuffle``, the shard order and the order within each shard are permuted by a
     generator seeded with ``seed``: the same seed gives the same batches, from disk or memory.
     Without, batches follow stream order. The last batch is smaller unless ``drop_last``.
     """
     if batch_size < 1:
         raise DictionaryError(f"batch_size must be >= 1, got {batch_size}")
     first = next(iter(members.values()))
+    starts = [0]
+    for s in first._shards:
+        starts.append(starts[-1] + s.n)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(first.n_shards, generator=gen).tolist() if shuffle else range(first.n_shards)
     rest: dict[str, Tensor] = {}
     for k in order:
         shard = {name: acts._shards[k].load() for name, acts in members.items()}
         shard["tokens"] = first._shards[k].tokens
+        shard["index"] = torch.arange(starts[k], starts[k + 1])
         if shuffle:
             perm = torch.randperm(first._shards[k].n, generator=gen)
             shard = {name: t[perm] for name, t in shard.items()}

@@ -76,7 +76,7 @@ class Evaluation:
         var = (self.layer_dist * ell ** 2).sum(-1) - ((self.layer_dist * ell).sum(-1)) ** 2
         return torch.where(self.alive, var.clamp_min(0), torch.nan)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | int]:
         alive = self.alive
         within = float(self.var_within[alive].mean()) if alive.any() else float("nan")
         over = float(self.var_over_tokens[alive].mean()) if alive.any() else float("nan")

@@ -18,13 +18,14 @@ which base and chat tokens can be compared (``mlsae_report``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import chain, count
+from itertools import count
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from interp.dictionaries.errors import DictionaryError
 from interp.dictionaries.harvest import Activations, PairActivations
@@ -208,18 +209,21 @@ def train_mlsae(acts: Source, config: SAEConfig, *, member: str = "base", layers
         acts.d_model if isinstance(acts, Activations) else acts.member("base" if member == "both" else member).d_model)
     torch.manual_seed(config.seed)
     model = MLSAE(layer_ids, d_model, config)
-    stream = _endless(acts, member, config)
-    first = [next(stream) for _ in range(max(1, -(-FIT_TOKENS // config.batch_size)))]
+    first, seen = [], 0  # up to FIT_TOKENS tokens of one shuffled pass fix the standardisation
+    for x in batches(acts, member, config.batch_size, shuffle=True, seed=config.seed):
+        first.append(x)
+        seen += x.shape[0]
+        if seen >= FIT_TOKENS:
+            break
     sample = torch.cat(first)
     model.fit_standardization(sample)
     with torch.no_grad():  # start the decoder bias at the data's mean, in standardised units
         model.sae.b_dec.copy_(model.standardize(sample)[0].reshape(-1, d_model).mean(0))
     opt = optimizer(model.sae, config)
     history = []
-    from tqdm.auto import tqdm
-
     model.train()
-    for step, x in enumerate(tqdm(chain(first, stream), total=config.steps, desc="mlsae", disable=not progress, leave=False)):
+    stream = _endless(acts, member, config)
+    for step, x in enumerate(tqdm(stream, total=config.steps, desc="mlsae", disable=not progress, leave=False)):
         if step == config.steps:
             break
         xs, _ = model.standardize(x)

@@ -145,8 +145,8 @@ class TopKSAE(nn.Module):
         topk = self.select(pre)
         return SAEOutput(self.decode(topk), topk, pre)
 
-    def dense(self, topk: TopK) -> Float[Tensor, "m n_latents"]:
-        """The latents as a dense ``[m, n_latents]`` tensor (zeros off the top k)."""
+    def dense(self, topk: TopK) -> Float[Tensor, "... n_latents"]:
+        """The latents as a dense ``[..., n_latents]`` tensor (zeros off the top k)."""
         z = topk.values.new_zeros(*topk.values.shape[:-1], self.config.n_latents)
         return z.scatter(-1, topk.indices, topk.values)
 

@@ -116,8 +116,9 @@ def run(ctx, acts, texts) -> None:
         f = torch.cat([model.encode(x[i:i + 4096]) for i in range(0, x.shape[0], 4096)])
     kinds, is_last = token_kinds(ctx.tokenizer, texts, acts.tokens)
     stats = _stats(f, kinds, is_last)
+    # 24 tokens before: a chat prompt's cue ("I plan to bomb ...") is still in view at its "Assistant :"
     found = top_contexts(f, acts.tokens, acts.where, shown_latents(classes, delta, metrics["freq"], stats),
-                         k=a.contexts)
+                         k=a.contexts, before=24, after=6)
     decode = ctx.tokenizer.convert_ids_to_tokens
     columns = scaling.columns()
     rows = []
@@ -232,8 +233,10 @@ def summary(rows: list[dict]) -> list[dict]:
     for m in ("fvu_base", "fvu_chat", "l0", "dead_fraction", "threshold", "n_tokens", "steps_per_second"):
         out.append({"part": PART, "group": "train", "metric": m, "value": train[m]})
     table = latents_table(rows)
+    live = table[table["n_active"] > 0]  # a dead latent keeps its initial decoders: its class means nothing
+    out.append({"part": PART, "group": "classes", "metric": "n_dead", "value": int((table["n_active"] == 0).sum())})
     for c in ("shared", "base_only", "chat_only", "other"):
-        out.append({"part": PART, "group": "classes", "metric": f"n_{c}", "value": int((table["class"] == c).sum())})
+        out.append({"part": PART, "group": "classes", "metric": f"n_{c}", "value": int((live["class"] == c).sum())})
     out.append({"part": PART, "group": "classes", "metric": "n_robust_chat_only", "value": int(table["robust"].eq(True).sum())})
     for r in rows:
         if r["part"] == CAUSAL:
@@ -319,8 +322,9 @@ def report(rows: list[dict]) -> list[str]:
     table = latents_table(rows)
     lines = [f"crosscoder (blocks {train['layers']}, {train['n_tokens']} tokens): FVU base {train['fvu_base']:.3f}, "
              f"chat {train['fvu_chat']:.3f}, L0 {train['l0']:.1f}, dead {train['dead_fraction']:.1%}",
-             "  classes: " + ", ".join(f"{c} {int((table['class'] == c).sum())}" for c in
-                                       ("shared", "base_only", "chat_only", "other"))
+             f"  classes of the {int((table['n_active'] > 0).sum())} live latents: "
+             + ", ".join(f"{c} {int(((table['class'] == c) & (table['n_active'] > 0)).sum())}" for c in
+                         ("shared", "base_only", "chat_only", "other"))
              + f"; robust chat-only (Latent Scaling) {int(table['robust'].eq(True).sum())}"]
     for label, col in (("harmful requests", "fires_harmful_last"), ("refusal tokens", "fires_refusal")):
         best = finding(table, col, robust_only=True)

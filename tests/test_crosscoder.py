@@ -243,3 +243,22 @@ def test_sparse_training_step_equals_the_dense_computation():
     assert loss.item() == pytest.approx(dense_loss.item(), rel=1e-5) and aux.item() == pytest.approx(dense_aux.item(), rel=1e-5)
     for g, w in zip(got, want):
         assert torch.allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_top_contexts_stay_in_their_window_and_rank_by_activation(tmp_path):
+    from figures.dashboard import write_dashboard
+
+    # two windows of 5 tokens: ids 0..9, latent 0 peaks at token 7 (window 1), then 2 (window 0)
+    where = torch.tensor([[0, p] for p in range(1, 6)] + [[1, p] for p in range(1, 6)])
+    tokens = torch.arange(10)
+    f = torch.zeros(10, 2)
+    f[[2, 3, 7, 8], 0] = torch.tensor([3.0, 2.5, 4.0, 1.0])
+    got = top_contexts(f, tokens, where, [0, 1], k=5, before=3, after=1)
+    assert [c.index for c in got[0]] == [7, 2] and got[1] == []          # one per window; latent 1 never fires
+    first = got[0][0]
+    assert first.token_ids == [5, 6, 7, 8] and first.token_ids[first.target] == 7 and first.acts[-1] == 1.0
+    assert got[0][1].token_ids == [0, 1, 2, 3]                            # cut at the window's start
+    md, page = write_dashboard(got, str, tmp_path / "dash", {0: {"class": "chat_only"}})
+    text = md.read_text()
+    assert "**7** [4.00]" in text and "(never fires on this corpus)" in text and "class chat_only" in text
+    assert "span class='t top'" in page.read_text()

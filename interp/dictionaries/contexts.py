@@ -17,12 +17,12 @@ from interp.dictionaries.errors import DictionaryError
 @dataclass(frozen=True)
 class Context:
     """One top activation: ``index`` (the token's row in the stream), ``activation``,
-    ``token_ids`` of its context window, ``target`` (the token's place in it) and ``acts``
-    (the latent's activation at each context token)."""
+    ``token_ids`` of its context window (or their strings, once decoded), ``target`` (the
+    token's place in it) and ``acts`` (the latent's activation at each context token)."""
 
     index: int
     activation: float
-    token_ids: list[int]
+    token_ids: list[int] | list[str]
     target: int
     acts: list[float]
 

@@ -247,14 +247,13 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def dashboards(rows: list[dict], out: Path) -> list[Path]:
     from figures.dashboard import write_dashboard
+    from interp.dictionaries.contexts import Context
 
     lat = sorted((r for r in rows if r["part"] == PART and "contexts" in r), key=lambda r: -r["norm_ratio"])
 
-    class _C:  # the rows' contexts in the shape write_dashboard reads
-        def __init__(self, c):
-            self.activation, self.target, self.acts, self.token_ids = c["activation"], c["target"], c["acts"], c["tokens"]
-
-    contexts = {r["latent"]: [_C(c) for c in r["contexts"]] for r in lat}
+    # the rows hold token strings, so the dashboard's "ids" are strings and decode is the identity
+    contexts = {r["latent"]: [Context(-1, c["activation"], c["tokens"], c["target"], c["acts"]) for c in r["contexts"]]
+                for r in lat}
     info = {r["latent"]: {"class": r["class"] + (" (robust)" if r.get("robust") else ""), "Delta": r["norm_ratio"],
                           "nu_eps": r["nu_epsilon"] if r["nu_epsilon"] is not None else float("nan"),
                           "nu_r": r["nu_r"] if r["nu_r"] is not None else float("nan"),

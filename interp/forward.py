@@ -113,16 +113,62 @@ def forward(
     capture, writes = list(capture), dict(writes or {})
     stop_layer = _stop_layer(capture + list(writes)) if end == "hooks" else None
     session = HookSession(lm.model, lm.arch, capture, writes, lengths, cols, stop_layer, grad)
+    if past is None and use_cache:  # made here, not by the model: a pass that stops early still fills it
+        past = DynamicCache(config=lm.model.config)
+    plan = Pass(ids, full if attention is None else attention.to(device), position_ids.to(device), past, session,
+                cols, unembed_last, end, hidden, hidden_at_all, grad)
+    # The backend runs it: PyTorch hooks (``torch_pass``), or an nnsight trace (``interp.nnsight_backend``).
+    return lm.execute(plan)
+
+
+@dataclass
+class Pass:
+    """One forward, everything decided but how it is run.
+
+    Attributes:
+        ids: the new tokens ``[batch, seq]``.
+        attention: the attention mask over past and new tokens ``[batch, past + seq]``, or a
+            custom additive one ``[batch, 1, seq, past + seq]``.
+        position_ids: ``[batch, seq]``.
+        past: the HF cache to continue and fill (``None``: no cache).
+        session: the hooks (capture, writes, where to stop).
+        cols, unembed_last, end, hidden, hidden_at_all, grad: as ``forward``'s arguments.
+    """
+
+    ids: Int[Tensor, "batch seq"]
+    attention: Tensor
+    position_ids: Int[Tensor, "batch seq"]
+    past: object
+    session: HookSession
+    cols: Int[Tensor, "batch n_pos"] | None
+    unembed_last: bool
+    end: str
+    hidden: bool
+    hidden_at_all: bool
+    grad: bool
+
+    def unembed_input(self, h: Tensor) -> Tensor:
+        """The unembedding's input ``h`` at the columns it is computed at."""
+        if self.cols is not None and not self.hidden_at_all:
+            rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1)
+            return h[rows, self.cols.to(h.device)]
+        if self.unembed_last and not self.hidden_at_all:
+            return h[:, -1:]
+        return h
+
+    @property
+    def keeps_hidden(self) -> bool:
+        return self.hidden or self.end == "unembed"
+
+
+def torch_pass(lm, plan: Pass) -> Forward:
+    """``plan`` run with PyTorch hooks on ``lm.model``."""
+    session, grad, end = plan.session, plan.grad, plan.end
     found: dict[str, Tensor] = {}
 
     def at_unembed(module, args):
-        h = args[0]
-        if cols is not None and not hidden_at_all:
-            rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1)
-            h = h[rows, cols.to(h.device)]
-        elif unembed_last and not hidden_at_all:
-            h = h[:, -1:]
-        if hidden or end == "unembed":
+        h = plan.unembed_input(args[0])
+        if plan.keeps_hidden:
             found["hidden"] = h if grad else h.detach()
         if end == "unembed":
             raise StopForward
@@ -131,28 +177,25 @@ def forward(
     def at_last_mlp(module, args):
         raise StopForward
 
-    if past is None and use_cache:  # made here, not by the model: a pass that stops early still fills it
-        past = DynamicCache(config=lm.model.config)
     logits = None
     with ExitStack() as stack:
         stack.enter_context(torch.set_grad_enabled(grad))
         # Attention patterns exist only under eager attention: switched for this pass, then back.
-        stack.enter_context(eager_attention(lm.model, any(p.point == "pattern" for p in capture + list(writes))))
+        stack.enter_context(eager_attention(lm.model, any(p.point == "pattern" for p in session.capture | set(session.writes))))
         stack.enter_context(session.attached())
         if end == "last_mlp":
             final = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)
             stack.callback(final.register_forward_pre_hook(at_last_mlp).remove)
-        elif stop_layer is None:
+        elif session.stop_layer is None:
             # The row's module, not lm.unembed: a reward model's head (arch.unembed) is its score.
             stack.callback(lm.model.get_submodule(lm.arch.unembed).register_forward_pre_hook(at_unembed).remove)
         try:
-            out = lm.model(input_ids=ids, attention_mask=full if attention is None else attention.to(device),
-                           position_ids=position_ids.to(device),
-                           cache=past, use_cache=past is not None)
+            out = lm.model(input_ids=plan.ids, attention_mask=plan.attention, position_ids=plan.position_ids,
+                           cache=plan.past, use_cache=plan.past is not None)
             logits = out.logits if grad else out.logits.detach()
         except StopForward:
             pass
-    return Forward(logits, session.cache, found.get("hidden"), past, cols)
+    return Forward(logits, session.cache, found.get("hidden"), plan.past, plan.cols)
 
 
 def _stop_layer(asked: list[HookPoint]) -> int | None:

@@ -23,7 +23,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformers import DynamicCache
 
@@ -72,7 +72,7 @@ def forward(
     hidden_at_all: bool = False,
     use_cache: bool = False,
     grad: bool = False,
-    attention: Float[Tensor, "batch 1 seq past_seq"] | None = None,
+    attention: Float[Tensor, "batch 1 seq past_seq"] | Bool[Tensor, "batch 1 seq past_seq"] | None = None,
     position_ids: Int[Tensor, "batch seq"] | None = None,
 ) -> Forward:
     """One forward of ``lm`` over ``ids``, continuing the HF cache ``past`` if given.
@@ -92,8 +92,8 @@ def forward(
             reward model reads its score at a column of its own).
         use_cache: fill a new ``DynamicCache`` (returned as ``past``) when none is given.
         grad: keep the autograd graph (captures and logits not detached).
-        attention, position_ids: a custom additive attention mask (0 where a query may attend,
-            the dtype's minimum elsewhere) replacing the causal one, and the position ids to go
+        attention, position_ids: a custom attention mask replacing the causal one (additive: 0
+            where a query may attend, the dtype's minimum elsewhere; or boolean, for ``sdpa``), and the position ids to go
             with it, for sequences that pack several continuations of one context
             (``probes.shared_context``); ``mask`` still says which tokens are real.
     """

@@ -144,8 +144,12 @@ def _explain_failure(source: str, err: Exception) -> LoadError:
     )
 
 
+BACKENDS = ("torch", "nnsight")
+
+
 def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None,
-         progress: bool = False, head: str | None = None) -> LM | EncoderRewardModel:
+         progress: bool = False, head: str | None = None, backend: str = "torch",
+         remote: bool | str = False) -> LM | EncoderRewardModel:
     """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``.
 
     ``head``: ``"causal"`` (an ``LM``), ``"classifier"`` (a reward model, see ``interp.reward``),
@@ -154,10 +158,30 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
 
     ``device`` must be one of :func:`available_devices`; a local folder must hold a
     ``config.json`` and weights. transformers' weight-loading bar shows only with ``progress``.
+
+    ``backend="nnsight"`` runs every forward as an nnsight trace (``interp.nnsight_backend``);
+    with ``remote=True`` on NDIF's copy of the hub model (no weights are loaded here), with
+    ``remote="local"`` as a dry run of that path on the local weights.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    if backend not in BACKENDS:
+        raise LoadError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if remote and backend != "nnsight":
+        raise LoadError("remote runs go through nnsight: pass backend='nnsight' (--backend nnsight) with remote")
     source = resolve(name_or_path)
+    if remote is True:
+        if os.path.isdir(source):
+            raise LoadError(f"{name_or_path!r} is a local folder, and NDIF runs only the hub models it hosts; "
+                            "run it here with remote=False, or name a hosted hub id")
+        if head == "classifier" or any(v is not None for v in (dtype, device, device_map, quantization)):
+            raise LoadError("remote=True runs NDIF's copy of the model, whose dtype, devices and quantization "
+                            "are NDIF's: drop --dtype/--device/--device-map/--quantization (and reward models)")
+        from interp.nnsight_backend import load_remote
+
+        lm = load_remote(source)
+        lm.name = name_or_path
+        return lm
     if os.path.sep in name_or_path and not os.path.exists(source) and name_or_path.startswith((".", "/", "~")):
         raise LoadError(f"no model folder at {source!r}")
     if device is not None:
@@ -194,7 +218,13 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
     if device is not None and "device_map" not in kwargs:
         model = model.to(device)
     if head == "classifier":
+        if backend != "torch":
+            raise LoadError(f"reward models run with backend='torch' only, not {backend!r}")
         return reward.wrap(model, tokenizer, name=name_or_path)
+    if backend == "nnsight":
+        from interp.nnsight_backend import NNsightLM
+
+        return NNsightLM(model, tokenizer, name=name_or_path, remote=remote)
     return LM(model, tokenizer, name=name_or_path)
 
 

@@ -123,6 +123,8 @@ class LM:
         return self.model.get_submodule(self.arch.unembed)
 
     backend = "torch"  # how ``execute`` runs a forward ("nnsight": ``interp.nnsight_backend.NNsightLM``)
+    # This process runs the model, so code may hook or swap its modules (not so on NDIF).
+    local_modules = True
 
     def execute(self, plan: Pass) -> Forward:
         """Run one planned forward (``interp.forward``) with PyTorch hooks on ``self.model``."""

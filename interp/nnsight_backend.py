@@ -15,8 +15,9 @@ anything reading or swapping this process's modules (the key/value cache, resumi
 cached residual, the logit lens's final norm and unembedding, attention patterns). The patching
 sweep takes its full-length path there by itself (the same numbers).
 
-``remote="local"`` is nnsight's dry run of the remote path: each trace is serialized as for
-NDIF, deserialized with our modules hidden, and run here on the local weights.
+``remote="local"`` is nnsight's dry run of the remote path: NDIF's rules, and each trace
+serialized as for NDIF, deserialized with our modules hidden, and run here on the local
+weights (a study that passes it will run on NDIF).
 """
 
 from __future__ import annotations
@@ -106,8 +107,9 @@ class NNsightLM(LM):
 
     @property
     def local_modules(self) -> bool:
-        """Whether this process runs the model, so that code may hook or swap its modules."""
-        return self.remote is not True
+        """Whether this process runs the model, so that code may hook or swap its modules (not on
+        NDIF, nor in its dry run, which keeps NDIF's rules)."""
+        return self.remote is False
 
     @property
     def final_norm(self) -> torch.nn.Module:

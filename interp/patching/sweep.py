@@ -51,6 +51,7 @@ Modules: this one (the entry points and the engine), ``patches`` (patch building
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -232,6 +233,8 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
            options: SweepOptions) -> Tensor:
     """``metric`` of each cell's patched run, ``[len(cells)]``; ``groups`` heads per layer
     (1 for whole activations)."""
+    if not lm.local_modules:  # NDIF runs the model: it cannot start at a block (resume) or reuse our cache
+        options = dataclasses.replace(options, resume=False, kv_prefix=False)
     resume, kv_prefix = options.resume, options.kv_prefix
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     batch, seq = corr_ids.shape

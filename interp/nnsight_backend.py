@@ -172,7 +172,7 @@ def trace_pass(lm: NNsightLM, plan: Pass) -> Forward:
     last_mlp = f"{arch.blocks}.{lm.n_layers - 1}.{arch.mlp}"
     envoy = lm.envoy
     if lm.remote:
-        _ship_by_value()
+        _prepare_remote()
     with torch.set_grad_enabled(plan.grad):
         with envoy.trace(remote=lm.remote, **kwargs) as tracer:
             found = nnsight_save({})  # saved first: a pass that stops early keeps it too
@@ -227,11 +227,14 @@ def walk(root, tracer, plan: Pass, unembed: str, last_mlp: str, found: dict) -> 
     found["logits"] = logits if plan.grad else logits.detach()
 
 
-def _ship_by_value() -> None:
-    """Our modules travel with each request (NDIF has not installed them)."""
-    from nnsight import register
+def _prepare_remote() -> None:
+    """Our modules travel with each request (NDIF has not installed them), and the request
+    carries ``NDIF_API_KEY`` as it is now (nnsight read it once, at import)."""
+    from nnsight import CONFIG, register
 
     register("interp")
+    if os.environ.get("NDIF_API_KEY"):
+        CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]
 
 
 def load_remote(repo_id: str, tokenizer=None) -> NNsightLM:

@@ -268,3 +268,33 @@ def test_load_options_that_cannot_go_remote():
         interp.load("toy/base", remote=True)
     with pytest.raises(LoadError, match="local folder, and NDIF runs only the hub models"):
         interp.load("toy/base", backend="nnsight", remote=True)
+
+
+# -- studies ----------------------------------------------------------------------------------------
+def test_study_with_nnsight_backend_writes_the_torch_rows(tmp_path):
+    from tests.study_cli import rows_of, run_study_cli
+
+    args = ("studies.patching", "--hooks", "resid_pre", "--limit", "1")
+    run_study_cli(*args, "--out", str(tmp_path / "torch"))
+    run_study_cli(*args, "--backend", "nnsight", "--out", str(tmp_path / "nnsight"))
+    a, b = rows_of(tmp_path / "torch"), rows_of(tmp_path / "nnsight")
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys() and all(abs(x[k] - y[k]) <= ATOL for k in ("effect", "corrupted_metric")), (x, y)
+    meta = json.loads((tmp_path / "nnsight" / "meta.json").read_text())
+    assert meta["options"]["backend"] == "nnsight" and meta["fingerprint"]["backend"] == "nnsight"
+    assert "backend" not in json.loads((tmp_path / "torch" / "meta.json").read_text())["fingerprint"]
+    # the backend decides rows: adding nnsight rows to a torch run's folder is refused
+    proc = run_study_cli(*args, "--backend", "nnsight", "--out", str(tmp_path / "torch"), check=False)
+    assert proc.returncode == 2 and "backend torch -> nnsight" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_study_remote_without_key_exits_with_the_fix(monkeypatch):
+    from tests.study_cli import run_study_cli
+
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    proc = run_study_cli("studies.patching", "--pair", "llama2-7b", "--backend", "nnsight", "--remote", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: remote=True sends traces to NDIF, which needs an API key"), proc.stderr
+    assert "NDIF_API_KEY=" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_study_cli("studies.patching", "--remote", check=False)
+    assert proc.returncode == 2 and "pass backend='nnsight' (--backend nnsight)" in proc.stderr, proc.stderr

@@ -78,9 +78,13 @@ def check_remote(repo_id: str) -> None:
 
 
 def wrap(model, tokenizer):
-    """``model`` (an HF causal LM) behind an nnsight envoy, its remote key named by its hub id."""
+    """``model`` (an HF causal LM) behind an nnsight envoy: nnsight's transformers wrapper, whose
+    remote key names the hub id, or without a tokenizer (which that one needs) the plain one."""
+    from nnsight import NNsight
     from nnsight.modeling.transformers import TransformersModel
 
+    if tokenizer is None:
+        return NNsight(model)
     return TransformersModel(model, tokenizer=tokenizer, task="text-generation")
 
 

@@ -18,7 +18,7 @@ path) is a ``forward`` call, so padding, positions, caches and hooks are set in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -74,6 +74,7 @@ def forward(
     grad: bool = False,
     attention: Float[Tensor, "batch 1 seq past_seq"] | Bool[Tensor, "batch 1 seq past_seq"] | None = None,
     position_ids: Int[Tensor, "batch seq"] | None = None,
+    vocab: Sequence[int] | None = None,
 ) -> Forward:
     """One forward of ``lm`` over ``ids``, continuing the HF cache ``past`` if given.
 
@@ -96,6 +97,8 @@ def forward(
             where a query may attend, the dtype's minimum elsewhere; or boolean, for ``sdpa``), and the position ids to go
             with it, for sequences that pack several continuations of one context
             (``probes.shared_context``); ``mask`` still says which tokens are real.
+        vocab: keep these logit columns only (``logits[..., vocab]``): a metric that reads two
+            tokens does not move ``[rows, vocab]`` logits (off an NDIF server, say).
     """
     if end not in ENDS:
         raise InterpError(f"end must be one of {', '.join(ENDS)}, got {end!r}")
@@ -116,7 +119,7 @@ def forward(
     if past is None and use_cache:  # made here, not by the model: a pass that stops early still fills it
         past = DynamicCache(config=lm.model.config)
     plan = Pass(ids, full if attention is None else attention.to(device), position_ids.to(device), past, session,
-                cols, unembed_last, end, hidden, hidden_at_all, grad)
+                cols, unembed_last, end, hidden, hidden_at_all, grad, None if vocab is None else list(vocab))
     # The backend runs it: PyTorch hooks (``torch_pass``), or an nnsight trace (``interp.nnsight_backend``).
     return lm.execute(plan)
 
@@ -132,7 +135,7 @@ class Pass:
         position_ids: ``[batch, seq]``.
         past: the HF cache to continue and fill (``None``: no cache).
         session: the hooks (capture, writes, where to stop).
-        cols, unembed_last, end, hidden, hidden_at_all, grad: as ``forward``'s arguments.
+        cols, unembed_last, end, hidden, hidden_at_all, grad, vocab: as ``forward``'s arguments.
     """
 
     ids: Int[Tensor, "batch seq"]
@@ -146,6 +149,13 @@ class Pass:
     hidden: bool
     hidden_at_all: bool
     grad: bool
+    vocab: list[int] | None = None
+
+    def kept_logits(self, logits: Tensor) -> Tensor:
+        """The logits as the plan keeps them (``vocab`` columns; detached unless ``grad``)."""
+        if self.vocab is not None:
+            logits = logits[..., self.vocab]
+        return logits if self.grad else logits.detach()
 
     def unembed_input(self, h: Tensor) -> Tensor:
         """The unembedding's input ``h`` at the columns it is computed at."""
@@ -192,7 +202,7 @@ def torch_pass(lm, plan: Pass) -> Forward:
         try:
             out = lm.model(input_ids=plan.ids, attention_mask=plan.attention, position_ids=plan.position_ids,
                            cache=plan.past, use_cache=plan.past is not None)
-            logits = out.logits if grad else out.logits.detach()
+            logits = plan.kept_logits(out.logits)
         except StopForward:
             pass
     return Forward(logits, session.cache, found.get("hidden"), plan.past, plan.cols)

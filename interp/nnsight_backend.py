@@ -11,9 +11,10 @@ of a batch) is one trace, so a sweep is a few requests.
 
 ``remote=True`` sends the same traces to NDIF (``NDIF_API_KEY`` or nnsight's saved key). What
 cannot run there raises ``RemoteUnsupported`` naming the feature and what to use instead:
-anything reading or swapping this process's modules (the key/value cache, resuming from a
-cached residual, the logit lens's final norm and unembedding, attention patterns). The patching
-sweep takes its full-length path there by itself (the same numbers).
+the key/value cache, packed rows, gradients, attention patterns. The patching sweep takes its
+full-length path there by itself, and multiple-choice scoring its one-sequence-per-option path
+(the same numbers). The lens and direct attribution apply the final norm and unembedding here:
+off NDIF, their weights are fetched once by a trace.
 
 ``remote="local"`` is nnsight's dry run of the remote path: NDIF's rules, and each trace
 serialized as for NDIF, deserialized with our modules hidden, and run here on the local
@@ -22,6 +23,7 @@ weights (a study that passes it will run on NDIF).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -104,6 +106,7 @@ class NNsightLM(LM):
         super().__init__(model, tokenizer, name)
         self.remote = remote
         self.envoy = envoy if envoy is not None else wrap(model, tokenizer)
+        self._fetched: tuple[torch.nn.Module, torch.nn.Module] | None = None
 
     def __repr__(self) -> str:
         where = {False: "local", True: "NDIF", "local": "NDIF dry run"}[self.remote]
@@ -117,16 +120,23 @@ class NNsightLM(LM):
 
     @property
     def final_norm(self) -> torch.nn.Module:
-        if not self.local_modules:
-            raise remote_unsupported("the logit lens (the final norm and unembedding applied here)",
-                                     "their weights stay on NDIF; capture the residuals and decode them with a "
-                                     "local copy of the model, or use backend='torch'")
-        return super().final_norm
+        return self._head()[0]
 
     @property
     def unembed(self) -> torch.nn.Module:
-        self.final_norm  # noqa: B018 -- the same check
-        return super().unembed
+        return self._head()[1]
+
+    def _head(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The final norm and the unembedding, which the lens, direct attribution and the
+        deferred unembedding apply here: this process's modules, or off NDIF local copies,
+        their weights fetched by one trace (a vocab x d_model matrix: ~0.5 GB for a 7B model)."""
+        if self.local_modules:
+            return super().final_norm, super().unembed
+        if self._fetched is None:
+            paths = (self.arch.final_norm, self.arch.unembed)
+            self._fetched = tuple(_local_copy(self.model.get_submodule(p), state)
+                                  for p, state in zip(paths, fetch_states(self, paths)))
+        return self._fetched
 
     def execute(self, plan: Pass) -> Forward:
         session = plan.session
@@ -227,8 +237,34 @@ def walk(root, tracer, plan: Pass, unembed: str, last_mlp: str, found: dict) -> 
         tracer.stop()
     if h is not args[0]:
         head.inputs = ((h,) + tuple(args[1:]), kwargs)
-    logits = root.output.logits
-    found["logits"] = logits if plan.grad else logits.detach()
+    found["logits"] = plan.kept_logits(root.output.logits)
+
+
+def fetch_states(lm: NNsightLM, paths: tuple[str, ...]) -> list[dict]:
+    """The ``state_dict`` of the modules at ``paths``, read by one trace (of one token, stopped
+    at once) where the model runs."""
+    if lm.remote:
+        _prepare_remote()
+    envoy = lm.envoy
+    with envoy.trace(input_ids=torch.zeros(1, 1, dtype=torch.long), remote=lm.remote) as tracer:
+        states = nnsight_save([])
+        read_states(envoy, tracer, paths, states)
+    return states
+
+
+def read_states(root, tracer, paths: tuple[str, ...], states: list) -> None:
+    """The trace's body of ``fetch_states``: copies of each module's tensors, then stop."""
+    for path in paths:
+        module = envoy_at(root, path)._module
+        states.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+    tracer.stop()
+
+
+def _local_copy(meta: torch.nn.Module, state: dict) -> torch.nn.Module:
+    """A copy of ``meta`` (a module of nnsight's weightless model) holding ``state``, on the CPU."""
+    module = copy.deepcopy(meta).to_empty(device="cpu")
+    module.load_state_dict(state)
+    return module.eval()
 
 
 def _prepare_remote() -> None:

@@ -151,8 +151,9 @@ def _count_traces():
 
 
 def dry_run_checks(family: str, folder: str) -> None:
-    """NDIF's rules (no cache, no resuming: the full-length sweep), each trace serialized and
-    deserialized with our modules hidden, as NDIF would: the same numbers, one trace a chunk."""
+    """NDIF's rules (no cache, no resuming: the full-length sweep; the lens's modules fetched by
+    a trace), each trace serialized and deserialized with our modules hidden, as NDIF would: the
+    same numbers, one trace a chunk."""
     tokenizer = build_tokenizer(folder)
     model = random_model(family)
     ref, lm = interp.LM.from_hf(model, tokenizer), NNsightLM(model, tokenizer, remote="local")
@@ -169,8 +170,12 @@ def dry_run_checks(family: str, folder: str) -> None:
         _close(patch_sweep(ref, CORRUPTED, CLEAN, metric), patch_sweep(lm, CORRUPTED, CLEAN, metric, chunk_size=8), "sweep")
         # a capture run of each side, then 3 layers x 5 positions (less unchanged cells) in chunks of 8
         assert 3 <= count["n"] - 1 <= 4, count
-        for x, y in zip(score_items(ref, ITEMS), score_items(lm, ITEMS)):  # method="kv" falls back to "naive"
+        # method="kv" falls back to "naive"; the block readouts' lens is fetched off the "server"
+        for x, y in zip(score_items(ref, ITEMS, layers="all"), score_items(lm, ITEMS, layers="all")):
             np.testing.assert_allclose(y.logprobs, x.logprobs, atol=ATOL, rtol=0)
+    resid = torch.randn(3, lm.d_model)
+    assert lm.final_norm is not ref.final_norm and lm.unembed is not ref.unembed  # copies, not this process's
+    _close(interp.lens.logit_lens(ref, resid), interp.lens.logit_lens(lm, resid), "logit lens")
 
 
 def request_checks(folder: str) -> None:
@@ -218,8 +223,6 @@ def test_what_ndif_cannot_run_names_the_feature(pair_of):
         lm.run(PROMPTS, capture=["blocks.0.attn.hook_pattern"])
     with pytest.raises(RemoteUnsupported, match="gradients"):
         lm.run(PROMPTS, capture=["resid_post"], grad=True)
-    with pytest.raises(RemoteUnsupported, match="logit lens"):
-        interp.lens.logit_lens(lm, torch.zeros(1, lm.d_model))
     with pytest.raises(RemoteUnsupported, match="packed rows"):
         interp.packed.run_packed(lm, [([4, 5], [[6], [7, 8]])])
     # locally the pattern runs (with PyTorch hooks), equal to the torch backend

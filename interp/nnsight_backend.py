@@ -39,6 +39,8 @@ KEY_HELP = ("set NDIF_API_KEY=<your key> in the environment, or save it once wit
             "python -c 'from nnsight import CONFIG; CONFIG.set_default_api_key(\"<your key>\")' "
             "(a free key: https://login.ndif.us)")
 REMOTES = (False, True, "local")
+# Whose functions a trace may carry (interventions written in a study, say).
+OUR_PACKAGES = ("interp", "probes", "tasks", "studies", "toy_pair")
 
 
 class RemoteUnsupported(InterpError):
@@ -268,11 +270,13 @@ def _local_copy(meta: torch.nn.Module, state: dict) -> torch.nn.Module:
 
 
 def _prepare_remote() -> None:
-    """Our modules travel with each request (NDIF has not installed them), and the request
-    carries ``NDIF_API_KEY`` as it is now (nnsight read it once, at import)."""
+    """Our packages' code travels with each request by value (NDIF has not installed them, and
+    nnsight ships by value only what is not pip-installed, as an editable install of ours is),
+    and the request carries ``NDIF_API_KEY`` as it is now (nnsight read it once, at import)."""
     from nnsight import CONFIG, register
 
-    register("interp")
+    for package in OUR_PACKAGES:
+        register(package)
     if os.environ.get("NDIF_API_KEY"):
         CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]
 

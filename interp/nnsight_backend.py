@@ -293,10 +293,3 @@ def load_remote(repo_id: str, tokenizer=None) -> NNsightLM:
         raise LoadError(f"could not read {repo_id!r}'s config and tokenizer from the hub ({type(err).__name__}); "
                         "a gated model (Llama) needs its licence accepted and `huggingface-cli login`") from err
     return NNsightLM(envoy._module, envoy.tokenizer, name=repo_id, remote=True, envoy=envoy)
-
-
-def model_key(lm: NNsightLM) -> dict:
-    """The remote identity nnsight sends for ``lm`` (repo id, revision, task)."""
-    return json.loads(lm.envoy._remoteable_model_key())
-
-

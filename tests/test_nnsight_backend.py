@@ -225,6 +225,10 @@ def test_what_ndif_cannot_run_names_the_feature(pair_of):
         lm.run(PROMPTS, capture=["resid_post"], grad=True)
     with pytest.raises(RemoteUnsupported, match="packed rows"):
         interp.packed.run_packed(lm, [([4, 5], [[6], [7, 8]])])
+    from probes.generation import generate
+
+    with pytest.raises(RemoteUnsupported, match="generation.*--generate 0"):
+        generate(lm, PROMPTS)
     # locally the pattern runs (with PyTorch hooks), equal to the torch backend
     ref, local = pair_of("llama")
     _close(ref.run(PROMPTS, capture=["pattern"]).cache["blocks.1.attn.hook_pattern"],

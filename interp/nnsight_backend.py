@@ -24,7 +24,6 @@ weights (a study that passes it will run on NDIF).
 from __future__ import annotations
 
 import copy
-import json
 import os
 
 import torch
@@ -33,7 +32,7 @@ from interp.errors import InterpError, LoadError
 from interp.forward import Forward, Pass, torch_pass
 from interp.model import LM
 
-# NDIF's list of hosted models, for error messages.
+# How to see the models NDIF hosts (error messages name it).
 HOSTED = ("python -c 'import nnsight; print(nnsight.status())' (or https://nnsight.net/status/)")
 KEY_HELP = ("set NDIF_API_KEY=<your key> in the environment, or save it once with "
             "python -c 'from nnsight import CONFIG; CONFIG.set_default_api_key(\"<your key>\")' "

@@ -13,7 +13,7 @@ from torch import Tensor
 from interp.adapters import Arch, arch_for
 from interp.cache import ActivationCache, Run
 from interp.errors import PromptError, UnknownHook
-from interp.forward import forward
+from interp.forward import Forward, Pass, forward, torch_pass
 from interp.hook_names import QKV_POINTS, HookPoint, parse, valid_points
 from interp.hooks import WriteFn
 from interp.interventions import as_callable
@@ -121,6 +121,14 @@ class LM:
     @property
     def unembed(self) -> torch.nn.Module:
         return self.model.get_submodule(self.arch.unembed)
+
+    backend = "torch"  # how ``execute`` runs a forward ("nnsight": ``interp.nnsight_backend.NNsightLM``)
+    # This process runs the model, so code may hook or swap its modules (not so on NDIF).
+    local_modules = True
+
+    def execute(self, plan: Pass) -> Forward:
+        """Run one planned forward (``interp.forward``) with PyTorch hooks on ``self.model``."""
+        return torch_pass(self, plan)
 
     # -- names -------------------------------------------------------------------------
     def hook_names(self) -> list[str]:

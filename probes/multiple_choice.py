@@ -212,6 +212,9 @@ def score_items(
         raise InterpError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if lm.tokenizer is None:
         raise PromptError("score_items needs the model's tokenizer (LM.from_hf(model, tokenizer))")
+    if method == "kv" and not lm.local_modules:
+        # NDIF keeps no cache for us and need not take packed rows: each option alone, same numbers.
+        method = "naive"
     readouts = resolve_layers(lm, layers)
     fits = [_fit(lm, item, truncate) for item in items]
     kept = [i for i, f in enumerate(fits) if not isinstance(f, Skipped)]

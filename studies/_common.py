@@ -63,12 +63,34 @@ def add_model_options(parser) -> None:
     parser.add_argument("--device", help="e.g. cpu, cuda")
     parser.add_argument("--device-map", help="accelerate device_map, e.g. auto")
     parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+    parser.add_argument("--backend", choices=("torch", "nnsight"), default="torch",
+                        help="run forwards with PyTorch hooks (default) or as nnsight traces")
+    parser.add_argument("--remote", nargs="?", const=True, default=False, type=_remote,
+                        help="with --backend nnsight: run on NDIF (needs NDIF_API_KEY); "
+                             "--remote local: a dry run of that path on the local weights")
+
+
+# Options every study takes that the fingerprint records with the pair (``studies._identity``,
+# ``backend_of``), so a study declares them in neither ROW_OPTIONS nor OTHER_OPTIONS.
+PAIR_OPTIONS = ("backend", "remote")
+
+
+def _remote(text: str):
+    import argparse
+
+    if text != "local":
+        raise argparse.ArgumentTypeError(f"--remote takes no value, or 'local' for a dry run; got {text!r}")
+    return text
 
 
 def load_kwargs(args) -> dict:
-    """``interp.load`` keyword arguments from the options of :func:`add_model_options`."""
+    """``interp.load`` keyword arguments from the options of :func:`add_model_options` (the
+    backend only when it is not the default torch one)."""
+    backend = getattr(args, "backend", "torch")
     return {k: v for k, v in (("dtype", args.dtype), ("device", args.device), ("device_map", args.device_map),
-                              ("quantization", args.quantization)) if v}
+                              ("quantization", args.quantization),
+                              ("backend", None if backend == "torch" else backend),
+                              ("remote", getattr(args, "remote", False))) if v}
 
 
 def comma_list(text: str) -> tuple[str, ...]:

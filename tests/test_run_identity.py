@@ -90,7 +90,7 @@ def test_every_option_of_every_study_is_declared():
                           (calibration, calibration.parse_args), (patching, patching.parse_args),
                           (syntaxgym, syntaxgym.parse_args)):
         dests = set(vars(parse([])))
-        declared = set(module.ROW_OPTIONS) | set(module.OTHER_OPTIONS)
+        declared = set(module.ROW_OPTIONS) | set(module.OTHER_OPTIONS) | set(_common.PAIR_OPTIONS)
         assert dests == declared, (module.__name__, dests ^ declared)
         assert not set(module.ROW_OPTIONS) & set(module.OTHER_OPTIONS)
 

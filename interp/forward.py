@@ -74,6 +74,7 @@ def forward(
     grad: bool = False,
     attention: Float[Tensor, "batch 1 seq past_seq"] | None = None,
     position_ids: Int[Tensor, "batch seq"] | None = None,
+    capture_device: torch.device | None = None,
 ) -> Forward:
     """One forward of ``lm`` over ``ids``, continuing the HF cache ``past`` if given.
 
@@ -96,6 +97,8 @@ def forward(
             the dtype's minimum elsewhere) replacing the causal one, and the position ids to go
             with it, for sequences that pack several continuations of one context
             (``probes.shared_context``); ``mask`` still says which tokens are real.
+        capture_device: move captures and logits there (``None``: each stays where it was
+            computed, e.g. on its block's device when the model is spread over several).
     """
     if end not in ENDS:
         raise InterpError(f"end must be one of {', '.join(ENDS)}, got {end!r}")
@@ -112,7 +115,7 @@ def forward(
     cols = columns(positions, lengths.cpu(), seq)
     capture, writes = list(capture), dict(writes or {})
     stop_layer = _stop_layer(capture + list(writes)) if end == "hooks" else None
-    session = HookSession(lm.model, lm.arch, capture, writes, lengths, cols, stop_layer, grad)
+    session = HookSession(lm.model, lm.arch, capture, writes, lengths, cols, stop_layer, grad, capture_device)
     found: dict[str, Tensor] = {}
 
     def at_unembed(module, args):
@@ -150,6 +153,8 @@ def forward(
                            position_ids=position_ids.to(device),
                            cache=past, use_cache=past is not None)
             logits = out.logits if grad else out.logits.detach()
+            if capture_device is not None:
+                logits = logits.to(capture_device)
         except StopForward:
             pass
     return Forward(logits, session.cache, found.get("hidden"), past, cols)

@@ -94,7 +94,7 @@ def packed_chunk(lm, patches: Patches, ids: Tensor, chunk: list[Cell], kv: KV, l
     found: dict[str, Tensor] = {}
 
     def at_unembed(module, args):
-        found["hidden"] = args[0][:, last]  # [batch, runs, d_model]
+        found["hidden"] = args[0][:, last.to(args[0].device)]  # [batch, runs, d_model]
         raise StopForward
 
     with ExitStack() as stack:

@@ -61,14 +61,23 @@ def add_model_options(parser) -> None:
     """The model-loading options every study takes (passed on to ``interp.load``)."""
     parser.add_argument("--dtype", help="float32, bfloat16, float16, auto")
     parser.add_argument("--device", help="e.g. cpu, cuda")
-    parser.add_argument("--device-map", help="accelerate device_map, e.g. auto")
+    parser.add_argument("--device-map", help="accelerate device_map: auto (balanced, sequential), one device, or "
+                                             "module=device pairs, e.g. 'model.layers.0-15=0,model.layers.16-31=disk,*=cpu' "
+                                             "(* = every module not named; see interp.devices)")
+    parser.add_argument("--offload-folder", help="where --device-map puts the weights of modules mapped to disk")
+    parser.add_argument("--capture-device", help="where captures and logits are gathered (default: the embedding's device)")
     parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
 
 
 def load_kwargs(args) -> dict:
-    """``interp.load`` keyword arguments from the options of :func:`add_model_options`."""
-    return {k: v for k, v in (("dtype", args.dtype), ("device", args.device), ("device_map", args.device_map),
-                              ("quantization", args.quantization)) if v}
+    """``interp.load`` keyword arguments from the options of :func:`add_model_options`
+    (``--device-map`` text parsed by ``interp.devices.parse_device_map``)."""
+    from interp.devices import parse_device_map
+
+    pairs = (("dtype", args.dtype), ("device", args.device), ("device_map", parse_device_map(args.device_map)),
+             ("offload_folder", getattr(args, "offload_folder", None)),
+             ("capture_device", getattr(args, "capture_device", None)), ("quantization", args.quantization))
+    return {k: v for k, v in pairs if v}
 
 
 def comma_list(text: str) -> tuple[str, ...]:

@@ -147,6 +147,13 @@ def test_mc_scoring_and_lenses_equal_single_device(pair):
     want = interp.direct.direct_logit_attribution(ref, resid[-1, :, 0], parts, targets)
     got = interp.direct.direct_logit_attribution(off, resid[-1, :, 0], parts, targets)
     torch.testing.assert_close(got.contributions, want.contributions, **TOL)
+    torch.manual_seed(1)
+    vector = torch.randn(ref.d_model)
+    for hook in ("mlp_out", "resid_pre"):  # block 1 is on disk
+        want = interp.transplant.transplant(ref, prompts, vector, layer=1, hook=hook)
+        got = interp.transplant.transplant(off, prompts, vector, layer=1, hook=hook)
+        torch.testing.assert_close(got.final.logits, want.final.logits, **TOL)
+        torch.testing.assert_close(got.layers.top_probs, want.layers.top_probs, **TOL)
 
 
 def test_captures_and_logits_go_to_the_capture_device(pair):

@@ -137,7 +137,10 @@ def parse_device_map(text: str | None):
 
 def _skeleton(config) -> nn.Module:
     """The causal LM of ``config`` with ``meta`` weights: its module names, nothing allocated."""
-    from accelerate import init_empty_weights
+    try:
+        from accelerate import init_empty_weights
+    except ImportError:
+        raise LoadError("a device_map needs accelerate (not installed): pip install -e '.[quant]'") from None
     from transformers import AutoModelForCausalLM
 
     with init_empty_weights():

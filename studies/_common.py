@@ -69,6 +69,11 @@ def add_model_options(parser) -> None:
     parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
 
 
+# Options of add_model_options that say where a model runs but not what it computes (the rows
+# equal the single-device run's: tests/test_devices.py), so no fingerprint holds them.
+PLACEMENT_OPTIONS = ("offload_folder", "capture_device")
+
+
 def load_kwargs(args) -> dict:
     """``interp.load`` keyword arguments from the options of :func:`add_model_options`
     (``--device-map`` text parsed by ``interp.devices.parse_device_map``)."""

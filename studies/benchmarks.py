@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "benchmarks"
@@ -58,6 +58,7 @@ DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "s
 ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "chat_template", "truncate",
                "generate", "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides results, meta and figures
 NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
 

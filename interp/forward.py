@@ -75,6 +75,7 @@ def forward(
     attention: Float[Tensor, "batch 1 seq past_seq"] | Bool[Tensor, "batch 1 seq past_seq"] | None = None,
     position_ids: Int[Tensor, "batch seq"] | None = None,
     vocab: Sequence[int] | None = None,
+    capture_device: torch.device | None = None,
 ) -> Forward:
     """One forward of ``lm`` over ``ids``, continuing the HF cache ``past`` if given.
 
@@ -99,6 +100,8 @@ def forward(
             (``probes.shared_context``); ``mask`` still says which tokens are real.
         vocab: keep these logit columns only (``logits[..., vocab]``): a metric that reads two
             tokens does not move ``[rows, vocab]`` logits (off an NDIF server, say).
+        capture_device: move captures and logits there (``None``: each stays where it was
+            computed, e.g. on its block's device when the model is spread over several).
     """
     if end not in ENDS:
         raise InterpError(f"end must be one of {', '.join(ENDS)}, got {end!r}")
@@ -115,11 +118,12 @@ def forward(
     cols = columns(positions, lengths.cpu(), seq)
     capture, writes = list(capture), dict(writes or {})
     stop_layer = _stop_layer(capture + list(writes)) if end == "hooks" else None
-    session = HookSession(lm.model, lm.arch, capture, writes, lengths, cols, stop_layer, grad)
+    session = HookSession(lm.model, lm.arch, capture, writes, lengths, cols, stop_layer, grad, capture_device)
     if past is None and use_cache:  # made here, not by the model: a pass that stops early still fills it
         past = DynamicCache(config=lm.model.config)
     plan = Pass(ids, full if attention is None else attention.to(device), position_ids.to(device), past, session,
-                cols, unembed_last, end, hidden, hidden_at_all, grad, None if vocab is None else list(vocab))
+                cols, unembed_last, end, hidden, hidden_at_all, grad, None if vocab is None else list(vocab),
+                capture_device)
     # The backend runs it: PyTorch hooks (``torch_pass``), or an nnsight trace (``interp.nnsight_backend``).
     return lm.execute(plan)
 
@@ -135,7 +139,8 @@ class Pass:
         position_ids: ``[batch, seq]``.
         past: the HF cache to continue and fill (``None``: no cache).
         session: the hooks (capture, writes, where to stop).
-        cols, unembed_last, end, hidden, hidden_at_all, grad, vocab: as ``forward``'s arguments.
+        cols, unembed_last, end, hidden, hidden_at_all, grad, vocab, capture_device: as
+            ``forward``'s arguments.
     """
 
     ids: Int[Tensor, "batch seq"]
@@ -150,12 +155,15 @@ class Pass:
     hidden_at_all: bool
     grad: bool
     vocab: list[int] | None = None
+    capture_device: torch.device | None = None
 
     def kept_logits(self, logits: Tensor) -> Tensor:
-        """The logits as the plan keeps them (``vocab`` columns; detached unless ``grad``)."""
+        """The logits as the plan keeps them (``vocab`` columns; detached unless ``grad``; on
+        ``capture_device`` if given)."""
         if self.vocab is not None:
             logits = logits[..., self.vocab]
-        return logits if self.grad else logits.detach()
+        logits = logits if self.grad else logits.detach()
+        return logits if self.capture_device is None else logits.to(self.capture_device)
 
     def unembed_input(self, h: Tensor) -> Tensor:
         """The unembedding's input ``h`` at the columns it is computed at."""

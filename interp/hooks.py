@@ -115,6 +115,8 @@ class HookSession:
             are restricted to them (the unembedding is restricted by ``interp.forward``).
         stop_layer: raise ``StopForward`` after this block (``None``: run to the end).
         grad: keep captured tensors attached to the autograd graph.
+        capture_device: where captured tensors are stored (``None``: where computed; with
+            a ``device_map`` each block's on its own device).
     """
 
     def __init__(
@@ -127,8 +129,10 @@ class HookSession:
         cols: Int[Tensor, "batch n_pos"] | None,
         stop_layer: int | None,
         grad: bool = False,
+        capture_device: torch.device | None = None,
     ):
         self.model = model
+        self.capture_device = capture_device
         self.arch = arch
         self.capture = set(capture)
         self.writes = writes
@@ -151,6 +155,8 @@ class HookSession:
         else:
             rows = torch.arange(act.shape[0], device=act.device).unsqueeze(1)
             out = act.movedim(pos_axis, 1)[rows, self.cols.to(act.device)].movedim(1, pos_axis)
+        if self.capture_device is not None:  # a copy already, so moving keeps it private
+            out = out.to(self.capture_device)
         return out if self.grad else out.detach()
 
     def _visit(self, point: HookPoint, act: Tensor) -> Tensor:

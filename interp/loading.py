@@ -17,6 +17,7 @@ import torch
 
 from interp import reward
 from interp.adapters import arch_for, classifier_kind
+from interp.devices import check_device_map
 from interp.encoder import EncoderRewardModel
 from interp.errors import LoadError
 from interp.model import LM
@@ -162,7 +163,7 @@ def check_backend(backend: str, remote) -> None:
 
 def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None,
          progress: bool = False, head: str | None = None, backend: str = "torch",
-         remote: bool | str = False) -> LM | EncoderRewardModel:
+         remote: bool | str = False, offload_folder=None, capture_device=None) -> LM | EncoderRewardModel:
     """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``.
 
     ``head``: ``"causal"`` (an ``LM``), ``"classifier"`` (a reward model, see ``interp.reward``),
@@ -175,6 +176,12 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
     ``backend="nnsight"`` runs every forward as an nnsight trace (``interp.nnsight_backend``);
     with ``remote=True`` on NDIF's copy of the hub model (no weights are loaded here), with
     ``remote="local"`` as a dry run of that path on the local weights.
+
+    Across devices (``interp.devices``): ``device_map`` is a strategy (``"auto"``, ...) or a
+    dict module name -> device, ``"cpu"`` or ``"disk"`` (``"*"``: every module not named),
+    checked against the model's module names before loading; ``"disk"`` needs
+    ``offload_folder``. ``capture_device`` is where ``LM.run`` returns captures and logits
+    (default: the device the embedding runs on).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -194,8 +201,12 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         raise LoadError(f"no model folder at {source!r}")
     if device is not None:
         check_device(device)
+        if device_map is not None:
+            raise LoadError("give device (one device for the whole model) or device_map (modules to devices), not both")
     if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
         check_device(device_map, "device_map")
+    if capture_device is not None:
+        check_device(capture_device, "capture_device")
     if os.path.isdir(source):
         check_model_folder(source)
     try:
@@ -207,6 +218,13 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         classifier_kind(config)
     else:
         arch_for(config)
+    if head == "classifier" and capture_device is not None:
+        raise LoadError("capture_device is an option of causal LMs; a reward model's run returns on its own device")
+    if isinstance(device_map, Mapping):
+        if head == "classifier":
+            raise LoadError("a device_map dict is checked against a causal LM's modules; for a reward model "
+                            "give a strategy (device_map='auto') or one device")
+        device_map = check_device_map(config, device_map, offload_folder, available_devices())
     auto = AutoModelForSequenceClassification if head == "classifier" else AutoModelForCausalLM
     kwargs: dict = {}
     torch_dtype = parse_dtype(dtype)
@@ -217,6 +235,8 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         kwargs.setdefault("device_map", device_map or "auto")
     elif device_map is not None:
         kwargs["device_map"] = device_map
+    if offload_folder is not None:
+        kwargs["offload_folder"] = str(offload_folder)
     try:
         with _loading_bars(progress):
             model = auto.from_pretrained(source, **kwargs)
@@ -232,8 +252,10 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
     if backend == "nnsight":
         from interp.nnsight_backend import NNsightLM
 
-        return NNsightLM(model, tokenizer, name=name_or_path, remote=remote)
-    return LM(model, tokenizer, name=name_or_path)
+        lm = NNsightLM(model, tokenizer, name=name_or_path, remote=remote)
+        lm.capture_device = None if capture_device is None else torch.device(capture_device)
+        return lm
+    return LM(model, tokenizer, name=name_or_path, capture_device=capture_device)
 
 
 @dataclass

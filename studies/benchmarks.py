@@ -63,9 +63,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._chat import on_off as _on_off, template_tokenizer  # noqa: F401 (calibration reads bm.template_tokenizer)
-from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
 from studies._answer_mass import mass_comparison, mass_figures, mass_report, mass_table
+from studies._chat import on_off as _on_off, template_tokenizer  # noqa: F401 (calibration reads bm.template_tokenizer)
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "benchmarks"
@@ -80,6 +80,7 @@ DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "s
 ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "demos_from", "chat_template", "truncate",
                "generate", "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "comparison.csv", "generations.csv", "answer_mass.csv", "answer_mass_comparison.csv")  # written besides results, meta and figures
 NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice: run "
                         "python -m studies.syntaxgym --suites PATH... instead"}

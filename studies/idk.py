@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from studies._chat import on_off
-from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
 
 STUDY = "idk"
 KEY_FIELDS = ("model", "chat_template", "item")
@@ -51,6 +51,7 @@ ROW_OPTIONS = ("dataset", "triviaqa", "categories", "limit", "chat_template", "g
                "batch_size", "truncate", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "n_boot")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "selective.csv", "abstention_curve.csv", "comparison.csv")
 TRUNCATE = ("left", "skip")
 STOP = ("\n",)  # a free answer is one line

@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, load_kwargs
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "syntaxgym"
@@ -60,6 +60,7 @@ ROW_OPTIONS = ("suites", "limit", "layers", "lens", "punctuation", "batch_size",
                "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "n_boot")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "comparison.csv", "predictions.csv")  # written besides results, meta and figures
 LEVELS = ("suite", "circuit", "all")
 PUNCTUATION = ("spaces", "attach")

@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
 
 STUDY = "uncertainty_expressions"
 KEY_FIELDS = ("model", "kind", "set", "shots", "chat_template", "item")
@@ -58,6 +58,7 @@ ROW_OPTIONS = ("parts", "sets", "wordings", "shots", "chat_template", "truncate"
 # --human-data and --n-boot shape only the comparison, computed from the rows.
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "human_data", "n_boot")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "contexts.csv", "distributions.csv", "js_by_access.csv", "comparison.csv")
 FIGURE_NORM = "sum"  # the normalisation the figures show (all three are in the tables)
 BETTER = {"js": "lower", "loglik_per_choice": "higher"}  # the metrics compared between the models

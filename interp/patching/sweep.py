@@ -253,7 +253,8 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         kv, clean_kv = prefix_kv(lm, corr.cache, seq) if kv_prefix else None, None
     corr_logits = corr.logits
     if kv is not None and plain is None:  # first kv sweep of this model: check, then trust
-        plain = torch.allclose(unembed(lm, corr.hidden), corr_logits, rtol=1e-5, atol=1e-5)
+        # (the unembedding's device may differ from the logits', which are where the inputs went)
+        plain = torch.allclose(unembed(lm, corr.hidden).to(corr_logits.device), corr_logits, rtol=1e-5, atol=1e-5)
         _PLAIN_UNEMBED[lm.model] = plain
     if kv is None and corr_logits is None:  # deferred, but this family's cache cannot be reused
         corr_logits = unembed(lm, corr.hidden)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, load_kwargs
 from studies._lens import add_lens_option, lens_label, resolve_lens_option
 from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS, analyse_chunk, source_vectors
 from studies.ffn_capitals.items import CONTEXT_ALIASES, CONTEXTS, SPLITS, STYLES, Condition, Item, make_items, \
@@ -25,6 +25,7 @@ STUDY = "ffn_capitals"
 ROW_OPTIONS = ("prompting", "context", "chat_template", "facts", "split", "limit", "source_items", "batch_size",
                "top_k", "lens", "propagate_ablation", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv",)  # written besides results, meta and figures (top_tokens.md: make_figures)
 
 

@@ -73,13 +73,9 @@ def _csv_choice(valid: Sequence[str], aliases: dict | None = None):
     return parse
 
 
-def _on_off(text: str) -> tuple[bool, ...]:
-    values = _csv_choice(("off", "on"))(text)
-    return tuple(v == "on" for v in values)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     import studies.ffn_capitals as package
+    from studies._chat import on_off
 
     p = argparse.ArgumentParser(prog="python -m studies.ffn_capitals", description=package.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,7 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompting", type=_csv_choice(STYLES), default=STYLES, help="zero,one,few (default all)")
     p.add_argument("--context", type=_csv_choice(CONTEXTS, CONTEXT_ALIASES), default=("plain", "harmful", "benign"),
                    help="plain,forbidden (forbidden = harmful and benign cues; default both)")
-    p.add_argument("--chat-template", type=_on_off, default=(False, True),
+    p.add_argument("--chat-template", type=on_off, default=(False, True),
                    help="off,on: raw text and/or the chat model's chat template (default both)")
     p.add_argument("--facts", help="CSV/JSONL of facts (subject,answer[,split,id]) instead of the toy world")
     p.add_argument("--split", choices=SPLITS, default="test", help="which facts are items (default held-out test)")

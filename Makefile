@@ -62,8 +62,16 @@ lock:
 	.venv-tl3/bin/python -m pip install --quiet torch==2.13.0 transformer-lens==3.9.0
 	touch $@
 
-bench: $(VENV)/.installed .venv-tl3/.installed
+# dictionary-learning 0.1.0 (the crosscoder benchmark's baseline) pins nnsight < 0.4: its own
+# venv too. The torchvision it pulls in does not match torch 2.13 and breaks its import.
+.venv-dl/.installed:
+	$(PYTHON) -m venv .venv-dl
+	.venv-dl/bin/python -m pip install --quiet torch==2.13.0 dictionary-learning==0.1.0
+	.venv-dl/bin/python -m pip uninstall --quiet -y torchvision
+	touch $@
+
+bench: $(VENV)/.installed .venv-tl3/.installed .venv-dl/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv-tl3 .venv-latest .venv-lock runs
+	rm -rf $(VENV) .venv-tl3 .venv-dl .venv-latest .venv-lock runs

@@ -23,7 +23,8 @@ import transformers
 # Benchmark name -> module in this package; each has ``run(quick)`` returning table rows (a
 # list, or a dict with a "rows" list), imported only when it runs.
 BENCHMARKS = {"capture": "capture", "patching": "patching", "lens": "lens", "mc_scoring": "mc_scoring",
-              "reward_scoring": "reward_scoring"}
+              "reward_scoring": "reward_scoring", "harvest": "harvest", "dictionary_training": "dictionary_training",
+              "nnsight_backend": "nnsight_backend"}
 RESULTS = Path(__file__).with_name("results.json")
 
 

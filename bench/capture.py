@@ -24,8 +24,10 @@ def _keep(name: str) -> bool:
     return name.endswith("hook_resid_post") or name.endswith("hook_mlp_out")
 
 
-def methods(model) -> dict:
-    """Each method as ``f(ids)``; the bridge and nnsight get their own copy of the model."""
+def methods(model, device: str = "cpu") -> dict:
+    """Each method as ``f(ids)``; the bridge and nnsight get their own copy of the model (on
+    ``device``, where ``ids`` are moved too: ``bench.gpu_check`` runs these on a GPU)."""
+    model = model.to(device)
     lm = interp.LM.from_hf(model)
     bridge = bridge_of(model)
     import nnsight
@@ -42,12 +44,13 @@ def methods(model) -> dict:
             logits = traced.output.logits.save()
         return logits, saved
 
-    return {
+    fns = {
         "bare HF forward": lambda ids: model(input_ids=ids, use_cache=False).logits,
         "ours: lm.run(capture=...)": lambda ids: lm.run(ids, capture=CAPTURE),
         "TL 4.3 bridge run_with_cache": lambda ids: bridge.run_with_cache(ids, names_filter=_keep),
         "nnsight 0.8 trace + save": nnsight_save,
     }
+    return {name: (lambda ids, fn=fn: fn(ids.to(device))) for name, fn in fns.items()}
 
 
 def agreement(results: dict) -> float:
@@ -57,11 +60,14 @@ def agreement(results: dict) -> float:
     return max(float((ours[name] - theirs[name]).abs().max()) for name in ours)
 
 
-def run(quick: bool) -> list[dict]:
+def run(quick: bool, device: str = "cpu", shape: tuple[int, int, int] = (12, 768, 12),
+        shapes: list[tuple[int, int]] | None = None) -> list[dict]:
+    """The rows; ``device``, the model ``shape`` (layers, width, heads) and the ``(batch,
+    seq)`` ``shapes`` are ``bench.gpu_check``'s knobs (defaults: the README's setting)."""
     mmap_threshold(SMALL_MMAP)
-    by_ids = methods(gpt2_model(12, 768, 12))
+    by_ids = methods(gpt2_model(*shape), device)
     rows = []
-    for batch, seq in QUICK_SHAPES if quick else SHAPES:
+    for batch, seq in shapes or (QUICK_SHAPES if quick else SHAPES):
         torch.manual_seed(1)
         ids = torch.randint(0, VOCAB, (batch, seq))
         fns = {name: functools.partial(fn, ids) for name, fn in by_ids.items()}
@@ -72,7 +78,8 @@ def run(quick: bool) -> list[dict]:
         diff = agreement(results)
         results.clear()
         base = baseline(times, "bare HF forward")
-        setting = f"GPT-2 small, {batch} x {seq}"
+        setting = f"GPT-2 {'small' if shape == (12, 768, 12) else 'x'.join(map(str, shape))}, {batch} x {seq}" + (
+            f", {device}" if device != "cpu" else "")
         for name in fns:
             note = f"max |ours - TL| = {diff:.1e}" if name.startswith("TL") else ""
             rows.append(row(NAME, setting, name, times[name], base, peaks[name], note))

@@ -134,6 +134,8 @@ def _time(fn: Callable[[], object]) -> tuple[float, None, object]:
     start = time.perf_counter()
     with torch.no_grad():
         result = fn()
+    if torch.cuda.is_available():  # GPU kernels run asynchronously: time them to their end
+        torch.cuda.synchronize()
     return time.perf_counter() - start, None, result
 
 
@@ -168,6 +170,8 @@ def measure(fn: Callable[[], object]) -> tuple[float, float | None, object]:
     start = time.perf_counter()
     with torch.no_grad():
         result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     peak = (_status("VmHWM") - before) / 1024 if can_peak else None
     return seconds, peak, result

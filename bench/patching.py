@@ -103,18 +103,24 @@ def tl3(model, corrupted, clean, repeats: int, warmup: int) -> tuple[dict | None
     return json.loads(proc.stdout.strip().splitlines()[-1]), f"{python}"
 
 
-def run(quick: bool) -> list[dict]:
+def run(quick: bool, device: str = "cpu", cases: str = "all", shape: tuple[int, int, int] = (4, 256, 8)) -> list[dict]:
+    """The rows; on ``device`` (``bench.gpu_check``), where ``cases="main"`` runs only the
+    minimal pair against the TL 4.3 bridge, for a model of ``shape`` (layers, width, heads)."""
     mmap_threshold(LARGE_MMAP)
-    model = gpt2_model(4, 256, 8)
+    model = gpt2_model(*shape).to(device)
     lm = interp.LM.from_hf(model)
     bridge = bridge_of(model)
     repeats = 1 if quick else 5
     rows = []
-    for differing, everyone in [((4, 11), True), (None, False)]:
-        corrupted, clean = inputs(differing)
+    where = "" if device == "cpu" else f", {device}"
+    for differing, everyone in [((4, 11), True), (None, False)][:1 if cases == "main" else 2]:
+        corrupted, clean = (x.to(device) for x in inputs(differing))
         shared = "2 of 20 tokens differ" if differing else "no shared token"
-        setting = f"4 x 256 GPT-2 shape, {SEQ} tokens ({shared}), {4 * SEQ} cells"
-        rows += _compare(model, lm, bridge, corrupted, clean, setting, everyone, repeats, warmup=0 if quick else 1)
+        setting = f"{shape[0]} x {shape[1]} GPT-2 shape, {SEQ} tokens ({shared}), {shape[0] * SEQ} cells{where}"
+        rows += _compare(model, lm, bridge, corrupted, clean, setting, everyone and cases != "main", repeats,
+                         warmup=0 if quick else 1)
+    if cases == "main":
+        return rows
     corrupted, clean = inputs(REALISTIC)
     setting = f"4 x 256 GPT-2 shape, {SEQ} tokens (tokens {', '.join(map(str, REALISTIC))} differ), {4 * SEQ} cells, plain metric"
     rows += _compare(model, lm, bridge, corrupted, clean, setting, False, repeats, warmup=0 if quick else 1, naive=True,

@@ -29,6 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.adapters import Norm
+from interp.devices import weights_of
 from interp.errors import UnsupportedArchitecture
 
 
@@ -101,6 +102,13 @@ def direct_logit_attribution(
         ``DirectAttribution``; computed in float32. ``contributions.sum(0) + bias`` equals the
         output's ``logit[target] - mean(logit)`` when the components sum to ``final_resid``.
     """
+    with weights_of(lm.final_norm), weights_of(lm.unembed) as device:  # offloaded weights brought in
+        result = _attribution(lm, final_resid.to(device), components.to(device), torch.as_tensor(targets).to(device))
+    return DirectAttribution(*(t.to(final_resid.device) for t in result))
+
+
+def _attribution(lm, final_resid: Tensor, components: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """``direct_logit_attribution``'s ``(contributions, bias)``, all on the unembedding's device."""
     lin = linearise_norm(lm.final_norm, lm.arch.norm)
     x = final_resid.float()
     w_u = lm.unembed.weight.float()  # [vocab, d_model]
@@ -111,12 +119,12 @@ def direct_logit_attribution(
         comps = comps - comps.mean(-1, keepdim=True)
     else:
         scale = torch.sqrt(x.pow(2).mean(-1, keepdim=True) + lin.eps)
-    gain = lin.weight.float() if lin.weight is not None else 1.0
+    gain = lin.weight.float().to(x.device) if lin.weight is not None else 1.0
     contributions = ((gain * comps / scale) * direction).sum(-1)
     bias = x.new_zeros(x.shape[0])
     if lin.bias is not None:
-        bias = bias + (direction * lin.bias.float()).sum(-1)
+        bias = bias + (direction * lin.bias.float().to(x.device)).sum(-1)
     u_bias = getattr(lm.unembed, "bias", None)
     if u_bias is not None:
         bias = bias + u_bias.float()[targets] - u_bias.float().mean()
-    return DirectAttribution(contributions, bias)
+    return contributions, bias

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from interp.adapters import EncoderArch, encoder_arch_for
 from interp.cache import ActivationCache
+from interp.devices import execution_device
 from interp.errors import InterpError, PromptError, UnknownHook
 from interp.hook_names import HookPoint
 from interp.hooks import HookSession, StopForward
@@ -67,7 +68,9 @@ class EncoderRewardModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's execution device (``interp.devices``; with
+        a ``device_map`` its weights may be offloaded, ``meta``)."""
+        return execution_device(self.model.get_input_embeddings())
 
     @property
     def dtype(self) -> torch.dtype:

@@ -18,12 +18,12 @@ path) is a ``forward`` call, so padding, positions, caches and hooks are set in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformers import DynamicCache
 
@@ -72,8 +72,10 @@ def forward(
     hidden_at_all: bool = False,
     use_cache: bool = False,
     grad: bool = False,
-    attention: Float[Tensor, "batch 1 seq past_seq"] | None = None,
+    attention: Float[Tensor, "batch 1 seq past_seq"] | Bool[Tensor, "batch 1 seq past_seq"] | None = None,
     position_ids: Int[Tensor, "batch seq"] | None = None,
+    vocab: Sequence[int] | None = None,
+    capture_device: torch.device | None = None,
 ) -> Forward:
     """One forward of ``lm`` over ``ids``, continuing the HF cache ``past`` if given.
 
@@ -92,10 +94,14 @@ def forward(
             reward model reads its score at a column of its own).
         use_cache: fill a new ``DynamicCache`` (returned as ``past``) when none is given.
         grad: keep the autograd graph (captures and logits not detached).
-        attention, position_ids: a custom additive attention mask (0 where a query may attend,
-            the dtype's minimum elsewhere) replacing the causal one, and the position ids to go
+        attention, position_ids: a custom attention mask replacing the causal one (additive: 0
+            where a query may attend, the dtype's minimum elsewhere; or boolean, for ``sdpa``), and the position ids to go
             with it, for sequences that pack several continuations of one context
             (``probes.shared_context``); ``mask`` still says which tokens are real.
+        vocab: keep these logit columns only (``logits[..., vocab]``): a metric that reads two
+            tokens does not move ``[rows, vocab]`` logits (off an NDIF server, say).
+        capture_device: move captures and logits there (``None``: each stays where it was
+            computed, e.g. on its block's device when the model is spread over several).
     """
     if end not in ENDS:
         raise InterpError(f"end must be one of {', '.join(ENDS)}, got {end!r}")
@@ -112,17 +118,75 @@ def forward(
     cols = columns(positions, lengths.cpu(), seq)
     capture, writes = list(capture), dict(writes or {})
     stop_layer = _stop_layer(capture + list(writes)) if end == "hooks" else None
-    session = HookSession(lm.model, lm.arch, capture, writes, lengths, cols, stop_layer, grad)
+    session = HookSession(lm.model, lm.arch, capture, writes, lengths, cols, stop_layer, grad, capture_device)
+    if past is None and use_cache:  # made here, not by the model: a pass that stops early still fills it
+        past = DynamicCache(config=lm.model.config)
+    plan = Pass(ids, full if attention is None else attention.to(device), position_ids.to(device), past, session,
+                cols, unembed_last, end, hidden, hidden_at_all, grad, None if vocab is None else list(vocab),
+                capture_device)
+    # The backend runs it: PyTorch hooks (``torch_pass``), or an nnsight trace (``interp.nnsight_backend``).
+    return lm.execute(plan)
+
+
+@dataclass
+class Pass:
+    """One forward, everything decided but how it is run.
+
+    Attributes:
+        ids: the new tokens ``[batch, seq]``.
+        attention: the attention mask over past and new tokens ``[batch, past + seq]``, or a
+            custom additive one ``[batch, 1, seq, past + seq]``.
+        position_ids: ``[batch, seq]``.
+        past: the HF cache to continue and fill (``None``: no cache).
+        session: the hooks (capture, writes, where to stop).
+        cols, unembed_last, end, hidden, hidden_at_all, grad, vocab, capture_device: as
+            ``forward``'s arguments.
+    """
+
+    ids: Int[Tensor, "batch seq"]
+    attention: Tensor
+    position_ids: Int[Tensor, "batch seq"]
+    past: object
+    session: HookSession
+    cols: Int[Tensor, "batch n_pos"] | None
+    unembed_last: bool
+    end: str
+    hidden: bool
+    hidden_at_all: bool
+    grad: bool
+    vocab: list[int] | None = None
+    capture_device: torch.device | None = None
+
+    def kept_logits(self, logits: Tensor) -> Tensor:
+        """The logits as the plan keeps them (``vocab`` columns; detached unless ``grad``; on
+        ``capture_device`` if given)."""
+        if self.vocab is not None:
+            logits = logits[..., self.vocab]
+        logits = logits if self.grad else logits.detach()
+        return logits if self.capture_device is None else logits.to(self.capture_device)
+
+    def unembed_input(self, h: Tensor) -> Tensor:
+        """The unembedding's input ``h`` at the columns it is computed at."""
+        if self.cols is not None and not self.hidden_at_all:
+            rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1)
+            return h[rows, self.cols.to(h.device)]
+        if self.unembed_last and not self.hidden_at_all:
+            return h[:, -1:]
+        return h
+
+    @property
+    def keeps_hidden(self) -> bool:
+        return self.hidden or self.end == "unembed"
+
+
+def torch_pass(lm, plan: Pass) -> Forward:
+    """``plan`` run with PyTorch hooks on ``lm.model``."""
+    session, grad, end = plan.session, plan.grad, plan.end
     found: dict[str, Tensor] = {}
 
     def at_unembed(module, args):
-        h = args[0]
-        if cols is not None and not hidden_at_all:
-            rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1)
-            h = h[rows, cols.to(h.device)]
-        elif unembed_last and not hidden_at_all:
-            h = h[:, -1:]
-        if hidden or end == "unembed":
+        h = plan.unembed_input(args[0])
+        if plan.keeps_hidden:
             found["hidden"] = h if grad else h.detach()
         if end == "unembed":
             raise StopForward
@@ -131,28 +195,25 @@ def forward(
     def at_last_mlp(module, args):
         raise StopForward
 
-    if past is None and use_cache:  # made here, not by the model: a pass that stops early still fills it
-        past = DynamicCache(config=lm.model.config)
     logits = None
     with ExitStack() as stack:
         stack.enter_context(torch.set_grad_enabled(grad))
         # Attention patterns exist only under eager attention: switched for this pass, then back.
-        stack.enter_context(eager_attention(lm.model, any(p.point == "pattern" for p in capture + list(writes))))
+        stack.enter_context(eager_attention(lm.model, any(p.point == "pattern" for p in session.capture | set(session.writes))))
         stack.enter_context(session.attached())
         if end == "last_mlp":
             final = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)
             stack.callback(final.register_forward_pre_hook(at_last_mlp).remove)
-        elif stop_layer is None:
+        elif session.stop_layer is None:
             # The row's module, not lm.unembed: a reward model's head (arch.unembed) is its score.
             stack.callback(lm.model.get_submodule(lm.arch.unembed).register_forward_pre_hook(at_unembed).remove)
         try:
-            out = lm.model(input_ids=ids, attention_mask=full if attention is None else attention.to(device),
-                           position_ids=position_ids.to(device),
-                           cache=past, use_cache=past is not None)
-            logits = out.logits if grad else out.logits.detach()
+            out = lm.model(input_ids=plan.ids, attention_mask=plan.attention, position_ids=plan.position_ids,
+                           cache=plan.past, use_cache=plan.past is not None)
+            logits = plan.kept_logits(out.logits)
         except StopForward:
             pass
-    return Forward(logits, session.cache, found.get("hidden"), past, cols)
+    return Forward(logits, session.cache, found.get("hidden"), plan.past, plan.cols)
 
 
 def _stop_layer(asked: list[HookPoint]) -> int | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
@@ -114,6 +115,8 @@ class HookSession:
             are restricted to them (the unembedding is restricted by ``interp.forward``).
         stop_layer: raise ``StopForward`` after this block (``None``: run to the end).
         grad: keep captured tensors attached to the autograd graph.
+        capture_device: where captured tensors are stored (``None``: where computed; with
+            a ``device_map`` each block's on its own device).
     """
 
     def __init__(
@@ -126,8 +129,10 @@ class HookSession:
         cols: Int[Tensor, "batch n_pos"] | None,
         stop_layer: int | None,
         grad: bool = False,
+        capture_device: torch.device | None = None,
     ):
         self.model = model
+        self.capture_device = capture_device
         self.arch = arch
         self.capture = set(capture)
         self.writes = writes
@@ -137,6 +142,7 @@ class HookSession:
         self.grad = grad
         config = model.config
         self.n_heads, self.n_kv_heads, self.d_head = arch.n_heads(config), arch.n_kv_heads(config), arch.d_head(config)
+        self.n_layers = len(model.get_submodule(arch.blocks))
         self.cache: dict[str, Tensor] = {}
         self._resid_pre: dict[int, Tensor] = {}
         self._handles: list = []
@@ -149,6 +155,8 @@ class HookSession:
         else:
             rows = torch.arange(act.shape[0], device=act.device).unsqueeze(1)
             out = act.movedim(pos_axis, 1)[rows, self.cols.to(act.device)].movedim(1, pos_axis)
+        if self.capture_device is not None:  # a copy already, so moving keeps it private
+            out = out.to(self.capture_device)
         return out if self.grad else out.detach()
 
     def _visit(self, point: HookPoint, act: Tensor) -> Tensor:
@@ -200,12 +208,10 @@ class HookSession:
 
         return hook
 
-    def _simple_post(self, layer: int | None, point: str, stop: bool = False):
+    def _simple_post(self, layer: int | None, point: str):
         def hook(module, args, output):
             act = _first(output)
             new = self._visit(HookPoint(layer, point), act) if self._wants(layer, point) else act
-            if stop:
-                raise StopForward
             return None if new is act else _with_first(output, new)
 
         return hook
@@ -277,53 +283,65 @@ class HookSession:
 
         return pre, post
 
-    def _attach_heads(self, layer: int, block: nn.Module) -> None:
-        arch, register = self.arch, self._handles.append
-        if self._wants(layer, "z"):
-            register(block.get_submodule(arch.attn_o).register_forward_pre_hook(self._z_pre(layer)))
-        if self._wants(layer, "pattern"):
-            pre, post = self._pattern_taps(layer)
-            attn = block.get_submodule(arch.attn)
-            register(attn.register_forward_pre_hook(pre))
-            register(attn.register_forward_hook(post))
+    def _head_taps(self, layer: int, prefix: str) -> list["Tap"]:
+        """The taps of block ``layer``'s attention heads (module paths under ``prefix``), in
+        execution order: the q/k/v projections' outputs, the softmax, the output projection's input."""
+        arch, out = self.arch, []
         qkv = [name for name in QKV_POINTS if self._wants(layer, name)]
         if qkv and arch.attn_qkv is not None:
-            register(block.get_submodule(arch.attn_qkv).register_forward_hook(self._qkv_post(layer)))
+            out.append(Tap(prefix + arch.attn_qkv, "post", self._qkv_post(layer)))
         elif qkv:
             paths = {"q": arch.attn_q, "k": arch.attn_k, "v": arch.attn_v}
-            for name in qkv:
-                register(block.get_submodule(paths[name]).register_forward_hook(self._proj_post(layer, name)))
+            out += [Tap(prefix + paths[name], "post", self._proj_post(layer, name)) for name in qkv]
+        if self._wants(layer, "pattern"):
+            pre, post = self._pattern_taps(layer)
+            out += [Tap(prefix + arch.attn, "pattern_pre", pre), Tap(prefix + arch.attn, "pattern_post", post)]
+        if self._wants(layer, "z"):
+            out.append(Tap(prefix + arch.attn_o, "pre", self._z_pre(layer)))
+        return out
+
+    def taps(self) -> list["Tap"]:
+        """Every hook this session needs, in the order the forward reaches them (an nnsight
+        trace reads modules in that order, ``interp.nnsight_backend``); the last one is the
+        stopping block's output when the pass ends early (``stop``)."""
+        arch, out = self.arch, []
+        if self._wants(None, "hook_embed"):
+            out.append(Tap(arch.embed, "post", self._simple_post(None, "hook_embed")))
+        if arch.pos_embed is not None and self._wants(None, "hook_pos_embed"):
+            out.append(Tap(arch.pos_embed, "post", self._simple_post(None, "hook_pos_embed")))
+        for layer in range(self.n_layers):
+            if self.stop_layer is not None and layer > self.stop_layer:
+                break
+            block = f"{arch.blocks}.{layer}"
+            if self._wants(layer, "resid_pre") or self._wants(layer, "resid_mid"):
+                out.append(Tap(block, "pre_kwargs", self._block_pre(layer)))
+            out += self._head_taps(layer, block + ".")
+            if self._wants(layer, "attn_out") or self._wants(layer, "resid_mid"):
+                out.append(Tap(f"{block}.{arch.attn}", "post", self._attn_post(layer)))
+            if self._wants(layer, "mlp_out"):
+                out.append(Tap(f"{block}.{arch.mlp}", "post", self._simple_post(layer, "mlp_out")))
+            stop_here = self.stop_layer == layer
+            if self._wants(layer, "resid_post") or stop_here:
+                out.append(Tap(block, "post", self._simple_post(layer, "resid_post"), stop=stop_here))
+        if self.stop_layer is None and self._wants(None, "ln_final.hook_normalized"):
+            out.append(Tap(arch.final_norm, "post", self._simple_post(None, "ln_final.hook_normalized")))
+        return out
 
     @contextmanager
     def attached(self) -> Iterator["HookSession"]:
-        model, arch = self.model, self.arch
-        blocks = model.get_submodule(arch.blocks)
-        register = self._handles.append
+        """The taps as PyTorch hooks on the model for the ``with`` (removed on exit, even on error)."""
+        model, register = self.model, self._handles.append
         try:
-            if self._wants(None, "hook_embed"):
-                register(model.get_submodule(arch.embed).register_forward_hook(
-                    self._simple_post(None, "hook_embed")))
-            if arch.pos_embed is not None and self._wants(None, "hook_pos_embed"):
-                register(model.get_submodule(arch.pos_embed).register_forward_hook(
-                    self._simple_post(None, "hook_pos_embed")))
-            for layer, block in enumerate(blocks):
-                if self.stop_layer is not None and layer > self.stop_layer:
-                    break
-                if self._wants(layer, "resid_pre") or self._wants(layer, "resid_mid"):
-                    register(block.register_forward_pre_hook(self._block_pre(layer), with_kwargs=True))
-                self._attach_heads(layer, block)
-                if self._wants(layer, "attn_out") or self._wants(layer, "resid_mid"):
-                    register(block.get_submodule(arch.attn).register_forward_hook(self._attn_post(layer)))
-                if self._wants(layer, "mlp_out"):
-                    register(block.get_submodule(arch.mlp).register_forward_hook(
-                        self._simple_post(layer, "mlp_out")))
-                stop_here = self.stop_layer == layer
-                if self._wants(layer, "resid_post") or stop_here:
-                    register(block.register_forward_hook(
-                        self._simple_post(layer, "resid_post", stop=stop_here)))
-            if self.stop_layer is None and self._wants(None, "ln_final.hook_normalized"):
-                register(model.get_submodule(arch.final_norm).register_forward_hook(
-                    self._simple_post(None, "ln_final.hook_normalized")))
+            for tap in self.taps():
+                module = model.get_submodule(tap.path)
+                if tap.kind == "pre":
+                    register(module.register_forward_pre_hook(tap.fn))
+                elif tap.kind == "pre_kwargs":
+                    register(module.register_forward_pre_hook(tap.fn, with_kwargs=True))
+                elif tap.kind == "pattern_pre":
+                    register(module.register_forward_pre_hook(tap.fn))
+                else:
+                    register(module.register_forward_hook(tap.stopping() if tap.stop else tap.fn))
             yield self
         finally:
             while self._taps:  # an error inside the attention left its tap on
@@ -332,3 +350,24 @@ class HookSession:
                 handle.remove()
             self._handles.clear()
             self._resid_pre.clear()
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One hook of a session: the module at ``path`` (from the model's root), when it runs
+    (``"pre"``: ``fn(module, args)``; ``"pre_kwargs"``: ``fn(module, args, kwargs)``;
+    ``"post"``: ``fn(module, args, output)``; ``"pattern_pre"``/``"pattern_post"``: the softmax
+    tap around an attention sublayer), and whether the forward stops after it (``stop``).
+    ``fn`` returns what replaces the value, or ``None`` to leave it."""
+
+    path: str
+    kind: str
+    fn: Callable
+    stop: bool = False
+
+    def stopping(self) -> Callable:
+        def hook(module, args, output):
+            self.fn(module, args, output)
+            raise StopForward
+
+        return hook

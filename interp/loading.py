@@ -17,6 +17,7 @@ import torch
 
 from interp import reward
 from interp.adapters import arch_for, classifier_kind
+from interp.devices import check_device_map
 from interp.encoder import EncoderRewardModel
 from interp.errors import LoadError
 from interp.model import LM
@@ -144,8 +145,25 @@ def _explain_failure(source: str, err: Exception) -> LoadError:
     )
 
 
+BACKENDS = ("torch", "nnsight")
+
+
+def check_hosted_source(source: str, what: str) -> None:
+    if os.path.isdir(source) or source.startswith((".", "/", "~")):
+        raise LoadError(f"{what} is a local folder, and NDIF runs only the hub models it hosts; "
+                        "run it here without remote, or name a hosted hub id")
+
+
+def check_backend(backend: str, remote) -> None:
+    if backend not in BACKENDS:
+        raise LoadError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if remote and backend != "nnsight":
+        raise LoadError("remote runs go through nnsight: pass backend='nnsight' (--backend nnsight) with remote")
+
+
 def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantization=None,
-         progress: bool = False, head: str | None = None) -> LM | EncoderRewardModel:
+         progress: bool = False, head: str | None = None, backend: str = "torch",
+         remote: bool | str = False, offload_folder=None, capture_device=None) -> LM | EncoderRewardModel:
     """Load a causal LM (registry name like ``toy/base``, hub id, or local folder) as an ``LM``.
 
     ``head``: ``"causal"`` (an ``LM``), ``"classifier"`` (a reward model, see ``interp.reward``),
@@ -154,16 +172,41 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
 
     ``device`` must be one of :func:`available_devices`; a local folder must hold a
     ``config.json`` and weights. transformers' weight-loading bar shows only with ``progress``.
+
+    ``backend="nnsight"`` runs every forward as an nnsight trace (``interp.nnsight_backend``);
+    with ``remote=True`` on NDIF's copy of the hub model (no weights are loaded here), with
+    ``remote="local"`` as a dry run of that path on the local weights.
+
+    Across devices (``interp.devices``): ``device_map`` is a strategy (``"auto"``, ...) or a
+    dict module name -> device, ``"cpu"`` or ``"disk"`` (``"*"``: every module not named),
+    checked against the model's module names before loading; ``"disk"`` needs
+    ``offload_folder``. ``capture_device`` is where ``LM.run`` returns captures and logits
+    (default: the device the embedding runs on).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    check_backend(backend, remote)
     source = resolve(name_or_path)
+    if remote is True:
+        check_hosted_source(source, repr(name_or_path))
+        if head == "classifier" or any(v is not None for v in (dtype, device, device_map, quantization)):
+            raise LoadError("remote=True runs NDIF's copy of the model, whose dtype, devices and quantization "
+                            "are NDIF's: drop --dtype/--device/--device-map/--quantization (and reward models)")
+        from interp.nnsight_backend import load_remote
+
+        lm = load_remote(source)
+        lm.name = name_or_path
+        return lm
     if os.path.sep in name_or_path and not os.path.exists(source) and name_or_path.startswith((".", "/", "~")):
         raise LoadError(f"no model folder at {source!r}")
     if device is not None:
         check_device(device)
+        if device_map is not None:
+            raise LoadError("give device (one device for the whole model) or device_map (modules to devices), not both")
     if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
         check_device(device_map, "device_map")
+    if capture_device is not None:
+        check_device(capture_device, "capture_device")
     if os.path.isdir(source):
         check_model_folder(source)
     try:
@@ -175,6 +218,13 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         classifier_kind(config)
     else:
         arch_for(config)
+    if head == "classifier" and capture_device is not None:
+        raise LoadError("capture_device is an option of causal LMs; a reward model's run returns on its own device")
+    if isinstance(device_map, Mapping):
+        if head == "classifier":
+            raise LoadError("a device_map dict is checked against a causal LM's modules; for a reward model "
+                            "give a strategy (device_map='auto') or one device")
+        device_map = check_device_map(config, device_map, offload_folder, available_devices())
     auto = AutoModelForSequenceClassification if head == "classifier" else AutoModelForCausalLM
     kwargs: dict = {}
     torch_dtype = parse_dtype(dtype)
@@ -185,6 +235,8 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
         kwargs.setdefault("device_map", device_map or "auto")
     elif device_map is not None:
         kwargs["device_map"] = device_map
+    if offload_folder is not None:
+        kwargs["offload_folder"] = str(offload_folder)
     try:
         with _loading_bars(progress):
             model = auto.from_pretrained(source, **kwargs)
@@ -194,8 +246,16 @@ def load(name_or_path: str, *, dtype=None, device=None, device_map=None, quantiz
     if device is not None and "device_map" not in kwargs:
         model = model.to(device)
     if head == "classifier":
+        if backend != "torch":
+            raise LoadError(f"reward models run with backend='torch' only, not {backend!r}")
         return reward.wrap(model, tokenizer, name=name_or_path)
-    return LM(model, tokenizer, name=name_or_path)
+    if backend == "nnsight":
+        from interp.nnsight_backend import NNsightLM
+
+        lm = NNsightLM(model, tokenizer, name=name_or_path, remote=remote)
+        lm.capture_device = None if capture_device is None else torch.device(capture_device)
+        return lm
+    return LM(model, tokenizer, name=name_or_path, capture_device=capture_device)
 
 
 @dataclass
@@ -254,8 +314,17 @@ def load_pair(name: str | None = None, *, base: str | None = None, chat: str | N
     if base or chat:
         if not (base and chat):
             raise LoadError("a custom pair needs both --base and --chat")
-        return Pair.custom(base, chat, **load_kwargs)
-    return Pair(get_pair(name or "toy"), load_kwargs)
+        pair = Pair.custom(base, chat, **load_kwargs)
+    else:
+        pair = Pair(get_pair(name or "toy"), load_kwargs)
+    if load_kwargs.get("remote") is True:  # before a study reads anything from the hub
+        check_backend(load_kwargs.get("backend", "torch"), True)
+        from interp.nnsight_backend import check_remote
+
+        for member in MEMBERS:
+            check_hosted_source(pair.spec.source(member), f"the {member} member of pair {pair.name!r}")
+            check_remote(pair.spec.source(member))
+    return pair
 
 
 def vocab_difference(first: Mapping[str, int], second: Mapping[str, int], names: tuple[str, str] = ("base", "chat")) -> str:

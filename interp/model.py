@@ -12,8 +12,9 @@ from torch import Tensor
 
 from interp.adapters import Arch, arch_for
 from interp.cache import ActivationCache, Run
+from interp.devices import execution_device
 from interp.errors import PromptError, UnknownHook
-from interp.forward import forward
+from interp.forward import Forward, Pass, forward, torch_pass
 from interp.hook_names import QKV_POINTS, HookPoint, parse, valid_points
 from interp.hooks import WriteFn
 from interp.interventions import as_callable
@@ -69,8 +70,10 @@ class LM:
     ``lm.run(p).logits`` equals the HF model's own logits.
     """
 
-    def __init__(self, model, tokenizer=None, name: str | None = None):
+    def __init__(self, model, tokenizer=None, name: str | None = None, capture_device=None):
         self.model = model.eval()
+        # Where ``run`` returns captures and logits; ``None``: ``self.device`` (interp.devices).
+        self.capture_device: torch.device | None = None if capture_device is None else torch.device(capture_device)
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self.arch: Arch = arch_for(model.config)
@@ -94,16 +97,24 @@ class LM:
             warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
     @classmethod
-    def from_hf(cls, model, tokenizer=None, name: str | None = None) -> "LM":
-        """Wrap an already-loaded HF ``*ForCausalLM`` model (and its tokenizer)."""
-        return cls(model, tokenizer, name)
+    def from_hf(cls, model, tokenizer=None, name: str | None = None, capture_device=None) -> "LM":
+        """Wrap an already-loaded HF ``*ForCausalLM`` model (and its tokenizer), also one
+        dispatched over devices by accelerate (``device_map``)."""
+        return cls(model, tokenizer, name, capture_device)
 
     def __repr__(self) -> str:
         return f"LM({self.name!r}, {self.model.config.model_type}, layers={self.n_layers}, d_model={self.d_model})"
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the device the embedding runs on (with a ``device_map``, its
+        accelerate hook's execution device; its weights may be offloaded, ``meta``)."""
+        return execution_device(self.model.get_submodule(self.arch.embed))
+
+    @property
+    def output_device(self) -> torch.device:
+        """Where ``run`` returns captures and logits: ``capture_device``, else ``device``."""
+        return self.capture_device or self.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -121,6 +132,14 @@ class LM:
     @property
     def unembed(self) -> torch.nn.Module:
         return self.model.get_submodule(self.arch.unembed)
+
+    backend = "torch"  # how ``execute`` runs a forward ("nnsight": ``interp.nnsight_backend.NNsightLM``)
+    # This process runs the model, so code may hook or swap its modules (not so on NDIF).
+    local_modules = True
+
+    def execute(self, plan: Pass) -> Forward:
+        """Run one planned forward (``interp.forward``) with PyTorch hooks on ``self.model``."""
+        return torch_pass(self, plan)
 
     # -- names -------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
@@ -246,8 +265,9 @@ class LM:
         points, writes = self._points(capture, interventions)
         ids, mask, lengths = self.to_tokens(prompts)
         out = forward(self, ids, mask, capture=points, writes=writes, positions=positions,
-                      end="logits" if logits else "hooks", use_cache=use_cache, grad=grad)
-        return Run(ids.to(self.device), mask.to(self.device), lengths, out.logits,
+                      end="logits" if logits else "hooks", use_cache=use_cache, grad=grad,
+                      capture_device=self.output_device)
+        return Run(ids.to(self.output_device), mask.to(self.output_device), lengths, out.logits,
                    ActivationCache(out.captures, self.n_layers), out.columns, out.past)
 
     def run_continuation(
@@ -282,9 +302,9 @@ class LM:
                               f"(one row per continuation, one column per cached position), got {tuple(past_mask.shape)}")
         points, _ = self._points(capture, None)
         out = forward(self, ids.long(), mask.long(), past=past, past_mask=past_mask.long(), capture=points,
-                      use_cache=use_cache)
+                      use_cache=use_cache, capture_device=self.output_device)
         lengths = past_mask.sum(-1).cpu() + mask.sum(-1).cpu()
-        return Run(ids.to(self.device), mask.to(self.device), lengths, out.logits,
+        return Run(ids.to(self.output_device), mask.to(self.output_device), lengths, out.logits,
                    ActivationCache(out.captures, self.n_layers), None, out.past)
 
     def _points(self, capture, interventions) -> tuple[list[HookPoint], dict[HookPoint, WriteFn]]:

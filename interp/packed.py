@@ -66,4 +66,6 @@ def run_packed(lm, rows: Sequence[Row], capture: Sequence[str] = (), positions: 
     ids, mask, allowed, position_ids = pack(rows, lm.pad_id)
     bias = torch.zeros(allowed.shape, dtype=lm.dtype).masked_fill_(~allowed, torch.finfo(lm.dtype).min)
     points = [p for name in capture for p in lm.resolve(name)]
-    return forward(lm, ids, mask, capture=points, positions=positions, attention=bias, position_ids=position_ids)
+    # captures of a model spread over devices gathered where its inputs are, with the logits
+    return forward(lm, ids, mask, capture=points, positions=positions, attention=bias, position_ids=position_ids,
+                   capture_device=lm.device)

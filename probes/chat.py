@@ -42,3 +42,9 @@ def chat_exchange(tokenizer, prompt: str, response: str) -> str:
     BOS as in :func:`chat_prompt`."""
     return _render(tokenizer, [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
                    add_generation_prompt=False)
+
+
+def chat_turns(tokenizer, messages: list[dict]) -> str:
+    """A conversation (``{"role", "content"}`` dicts ending with a user turn) with the
+    assistant's generation prompt, ready to continue; BOS as in :func:`chat_prompt`."""
+    return _render(tokenizer, list(messages), add_generation_prompt=True)

@@ -36,6 +36,12 @@ def generate(
     """Greedy continuations of ``prompts`` (new text only, cut at the first ``stop``)."""
     if lm.tokenizer is None:
         raise PromptError("generate needs the model's tokenizer (LM.from_hf(model, tokenizer))")
+    if not lm.local_modules:  # HF's generate runs this process's model, which holds no weights then
+        from interp.nnsight_backend import remote_unsupported
+
+        raise remote_unsupported("generation (probes.generation.generate)",
+                                 "score the options instead (score_items; studies.benchmarks: --generate 0), or "
+                                 "generate with backend='torch'")
     if chat_template:
         prompts = [chat_prompt(lm.tokenizer, p) for p in prompts]
     out = []

@@ -11,6 +11,12 @@ The unembedding (and any ``resid_post`` capture, for by-layer readouts) runs at 
 predictors only: the context's last token, whose logits predict every option's first
 token, and the options' fed tokens (token ``t`` of an option predicts its token ``t + 1``).
 
+An option may also read tokens it does not score, its *lead* (``leads``): partial scoring
+(:mod:`probes.multiple_choice`) runs one context per option whose common token prefix is the
+shared context and whose option-specific rest is the lead, and scores the shared
+continuation after it. A branch is then ``lead + option[:-1]``; the option's first token is
+predicted by the lead's last token (by the context's last token when the lead is empty).
+
 So the context's keys and values are computed once and never copied per option (a cache
 expanded to one row per option costs a copy of it per option and layer, and a second
 forward), and options are not padded to the longest. The numbers equal those of running
@@ -28,31 +34,40 @@ from torch import Tensor
 
 from interp.lens import Lens
 from interp.packed import run_packed
+from probes.answer_mass import TOP_K, AnswerMass, answer_mass
 from probes.readouts import Layer, block_layers, layer_logprobs
 
 Group = tuple[list[int], list[list[int]]]  # (context tokens, each option's tokens)
+Leads = Sequence[Sequence[list[int]]]  # per group, per option: tokens read before the option, not scored
 
 
-def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None):
+def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None, leads: Leads | None = None,
+                 top_k: int = TOP_K):
     device = lm.device
     blocks = block_layers(layers)
     names = [f"blocks.{l}.hook_resid_post" for l in blocks]
-    rows = [(ctx, [o[:-1] for o in opts]) for ctx, opts in groups]  # the last token is predicted, not fed
+    leads = leads if leads is not None else [[[] for _ in opts] for _, opts in groups]
+    # The last token is predicted, not fed.
+    rows = [(ctx, [list(lead) + o[:-1] for lead, o in zip(ls, opts)]) for (ctx, opts), ls in zip(groups, leads)]
     # Kept columns: each row's last ``1 + fed`` (the context's last token, then the fed tokens);
     # all columns when a row is shorter than the widest such span (positions are prompt-relative).
-    n_fed = [sum(len(o) - 1 for o in opts) for _, opts in groups]
+    n_fed = [sum(len(b) for b in branches) for _, branches in rows]
     widest, shortest = 1 + max(n_fed), min(len(ctx) + fed for (ctx, _), fed in zip(groups, n_fed))
     out = run_packed(lm, rows, capture=names, positions=list(range(-widest, 0)) if widest <= shortest else None)
     n_cols = out.logits.shape[1]
     # Per option token, the (row, column) of its predictor.
-    pred_row, pred_col, targets, options = [], [], [], []
-    for g, ((_, opts), fed) in enumerate(zip(groups, n_fed)):
+    pred_row, pred_col, targets, options, masses = [], [], [], [], []
+    for g, ((_, opts), ls, fed) in enumerate(zip(groups, leads, n_fed)):
         last_ctx = n_cols - 1 - fed
-        start = last_ctx + 1
-        for opt in opts:
+        # The answer position predicts every option's first token only when no option has a lead.
+        masses.append(None if any(ls) else answer_mass(out.logits[g, last_ctx], [o[0] for o in opts], top_k))
+        start = last_ctx + 1  # the branch's first column
+        for lead, opt in zip(ls, opts):
+            # Token t of the option sits at branch index len(lead) + t; its predictor one before
+            # (index -1: the context's last token).
             pred_row += [g] * len(opt)
-            pred_col += [last_ctx] + list(range(start, start + len(opt) - 1))
-            start += len(opt) - 1
+            pred_col += [last_ctx if i < 0 else start + i for i in range(len(lead) - 1, len(lead) + len(opt) - 1)]
+            start += len(lead) + len(opt) - 1
             targets += opt
             options.append(opt)
     pred_row = torch.tensor(pred_row, device=device)
@@ -65,20 +80,39 @@ def _score_batch(lm, groups: Sequence[Group], layers: Sequence[Layer], lens=None
     for opt in options:
         per_option.append((values[:, start:start + len(opt)], greedy[:, start:start + len(opt)]))
         start += len(opt)
-    return per_option
+    return per_option, masses
 
 
-def shared_context_logprobs(
-    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None
-) -> list[list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]]:
-    """Per group, per option: ``(token log-probs, greedy)`` under each readout. ``batch_size``
-    contexts (with all their options) share one forward; ``lens`` decodes the block
-    readouts (default: the logit lens)."""
-    out = []
+OptionScores = list[tuple[Float[Tensor, "readout n_tokens"], Bool[Tensor, "readout n_tokens"]]]
+
+
+def shared_context_scores(
+    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None,
+    leads: Leads | None = None, top_k: int = TOP_K,
+) -> tuple[list[OptionScores], list[AnswerMass | None]]:
+    """Per group: each option's ``(token log-probs, greedy)`` under each readout, and the
+    final readout's :class:`probes.answer_mass.AnswerMass` at the context's last token (the
+    ``top_k`` most probable tokens that start no option; ``None`` for a group with leads,
+    whose options are not all predicted there). ``batch_size`` contexts (with all their
+    options) share one forward; ``lens`` decodes the block readouts (default: the logit
+    lens). ``leads[g][j]``: tokens option ``j`` of group ``g`` reads after the context before
+    its scored tokens (module doc; default none)."""
+    scores, masses = [], []
     for start in range(0, len(groups), batch_size):
         batch = groups[start:start + batch_size]
         with torch.no_grad():
-            flat = _score_batch(lm, batch, layers, lens)
+            flat, batch_masses = _score_batch(lm, batch, layers, lens,
+                                              None if leads is None else leads[start:start + batch_size], top_k)
         it = iter(flat)
-        out += [[next(it) for _ in opts] for _, opts in batch]
-    return out
+        scores += [[next(it) for _ in opts] for _, opts in batch]
+        masses += batch_masses
+    return scores, masses
+
+
+def shared_context_logprobs(
+    lm, groups: Sequence[Group], layers: Sequence[Layer], batch_size: int = 4, lens: Lens | None = None,
+    leads: Leads | None = None,
+) -> list[OptionScores]:
+    """Per group, per option: ``(token log-probs, greedy)`` under each readout (see
+    :func:`shared_context_scores`)."""
+    return shared_context_scores(lm, groups, layers, batch_size, lens, leads)[0]

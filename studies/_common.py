@@ -61,14 +61,49 @@ def add_model_options(parser) -> None:
     """The model-loading options every study takes (passed on to ``interp.load``)."""
     parser.add_argument("--dtype", help="float32, bfloat16, float16, auto")
     parser.add_argument("--device", help="e.g. cpu, cuda")
-    parser.add_argument("--device-map", help="accelerate device_map, e.g. auto")
+    parser.add_argument("--device-map", help="accelerate device_map: auto (balanced, sequential), one device, or "
+                                             "module=device pairs, e.g. 'model.layers.0-15=0,model.layers.16-31=disk,*=cpu' "
+                                             "(* = every module not named; see interp.devices)")
+    parser.add_argument("--offload-folder", help="where --device-map puts the weights of modules mapped to disk")
+    parser.add_argument("--capture-device", help="where captures and logits are gathered (default: the embedding's device)")
     parser.add_argument("--quantization", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+    parser.add_argument("--backend", choices=("torch", "nnsight"), default="torch",
+                        help="run forwards with PyTorch hooks (default) or as nnsight traces")
+    parser.add_argument("--remote", nargs="?", const=True, default=False, type=_remote,
+                        help="with --backend nnsight: run on NDIF (needs NDIF_API_KEY); "
+                             "--remote local: a dry run of that path on the local weights")
+
+
+# Options every study takes that the fingerprint records with the pair (``studies._identity``,
+# ``backend_of``), so a study declares them in neither ROW_OPTIONS nor OTHER_OPTIONS.
+PAIR_OPTIONS = ("backend", "remote")
+
+
+def _remote(text: str):
+    import argparse
+
+    if text != "local":
+        raise argparse.ArgumentTypeError(f"--remote takes no value, or 'local' for a dry run; got {text!r}")
+    return text
+
+
+# Options of add_model_options that say where a model runs but not what it computes (the rows
+# equal the single-device run's: tests/test_devices.py), so no fingerprint holds them.
+PLACEMENT_OPTIONS = ("offload_folder", "capture_device")
 
 
 def load_kwargs(args) -> dict:
-    """``interp.load`` keyword arguments from the options of :func:`add_model_options`."""
-    return {k: v for k, v in (("dtype", args.dtype), ("device", args.device), ("device_map", args.device_map),
-                              ("quantization", args.quantization)) if v}
+    """``interp.load`` keyword arguments from the options of :func:`add_model_options`
+    (``--device-map`` text parsed by ``interp.devices.parse_device_map``; the backend only when
+    it is not the default torch one)."""
+    from interp.devices import parse_device_map
+
+    backend = getattr(args, "backend", "torch")
+    pairs = (("dtype", args.dtype), ("device", args.device), ("device_map", parse_device_map(args.device_map)),
+             ("offload_folder", getattr(args, "offload_folder", None)),
+             ("capture_device", getattr(args, "capture_device", None)), ("quantization", args.quantization),
+             ("backend", None if backend == "torch" else backend), ("remote", getattr(args, "remote", False)))
+    return {k: v for k, v in pairs if v}
 
 
 def comma_list(text: str) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ from studies._shards import MEMBERS, Shard, fingerprint_name
 
 
 # -- versions -------------------------------------------------------------------------------------
-VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "bitsandbytes", "numpy", "pandas",
+VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "bitsandbytes", "nnsight", "numpy", "pandas",
              "matplotlib", "jaxtyping", "tqdm")
 
 
@@ -80,10 +80,23 @@ def run_fingerprint(study: str, pair, options: dict, seed: int | None, work=None
     from interp.identity import digest, model_identity
 
     installed = versions(FINGERPRINT_VERSIONS)
-    return {"study": study, "models": {m: model_identity(pair.spec.source(m)) for m in MEMBERS},
-            "options": jsonable(options), "seed": seed,
-            "versions": {name: _major_minor(installed[name]) for name in FINGERPRINT_VERSIONS},
-            "work": None if work is None else digest(_plain(work))}
+    out = {"study": study, "models": {m: model_identity(pair.spec.source(m)) for m in MEMBERS},
+           "options": jsonable(options), "seed": seed,
+           "versions": {name: _major_minor(installed[name]) for name in FINGERPRINT_VERSIONS},
+           "work": None if work is None else digest(_plain(work))}
+    backend = backend_of(pair)
+    if backend != "torch":  # absent for torch, so the folders of earlier runs still match
+        out["backend"] = backend
+    return out
+
+
+def backend_of(pair) -> str:
+    """``"torch"``, ``"nnsight"``, ``"nnsight on NDIF"`` or ``"nnsight (NDIF dry run)"``: how the
+    pair's forwards run (NDIF's numbers are its GPUs', so they decide the rows)."""
+    kwargs = getattr(pair, "load_kwargs", {}) or {}
+    backend = kwargs.get("backend", "torch")
+    remote = kwargs.get("remote", False)
+    return backend + {False: "", True: " on NDIF", "local": " (NDIF dry run)"}[remote]
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -105,6 +118,8 @@ def _differences(old: dict, new: dict) -> list[str]:
             out.append(f"{name.replace('_', '-')} {a} -> {b}")
     if old.get("seed") != new.get("seed"):
         out.append(f"seed {old.get('seed')} -> {new.get('seed')}")
+    if old.get("backend", "torch") != new.get("backend", "torch"):
+        out.append(f"backend {old.get('backend', 'torch')} -> {new.get('backend', 'torch')}")
     for name in sorted(set(old.get("versions", {})) | set(new.get("versions", {}))):
         a, b = old.get("versions", {}).get(name), new.get("versions", {}).get(name)
         if a != b:

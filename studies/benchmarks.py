@@ -5,15 +5,34 @@
         --data boolq=boolq_val.jsonl --data copa=copa_val.jsonl --dtype bfloat16
 
 For every model of the pair (one in memory at a time), task, number of shots (``--shots``,
-demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``), chat template
-(``--chat-template``: the context as the user turn of the chat model's template, used for both
+demonstrations drawn from the same loaded set by ``tasks.items.build_fewshot``; or, with
+``--demos-from TASK[:CATEGORY]=COUNT``, repeatable, drawn from other tasks or categories, the
+composition fixed and the order shuffled per item, seeded; rows record ``demos``, their ids
+in prompt order, and ``demos_from``), chat template (``--chat-template``: the context as the user turn of the chat model's template, used for both
 models) and item, every option is scored by its log-likelihood (``probes.multiple_choice``,
 one forward per context with all its options packed after it), at the output and, with
 ``--layers all``, at every block through the lens ``--lens`` (``logit``, default; ``tuned``, the
 pair's shipped tuned lens; or a folder ``PATH/{base,chat}`` of saved tuned lenses, see
 :mod:`studies._lens`; rows and ``summary.csv`` record it). The first ``--generate N`` items of
 each condition are also answered by free greedy generation, mapped back to an option by
-string matching (``generations.csv``, for reading).
+string matching (``generations.csv``, for reading; ``mapped`` says whether an option was
+found, and the console prints the share of unmapped answers per model).
+
+Where the probability goes (seed 4.1: options lose probability under RL while unexpected
+tokens gain it): every scored row records, at the answer position and the final readout, the
+probability of the options' distinct first tokens (``option_mass``) and the most probable
+tokens that start no option (``top_other``); ``answer_mass.csv`` averages them per model x
+condition, ``answer_mass_comparison.csv`` pairs chat with base by item (paired bootstrap), and
+``option_mass_*.png`` draws them.
+
+Partial scoring: ``wsc`` and ``winogrande`` items substitute each option into the sentence and
+score only the shared rest of it (:mod:`probes.multiple_choice`), as lm-evaluation-harness does.
+Free-generation tasks (``coqa``, :data:`GENERATIVE`) have no options: every item is answered by
+greedy generation (``--max-new-tokens``; the chat template, when on, renders its dialogue history
+as chat turns) and scored by the task's exact match and F1 (CoQA's official script); their rows
+have ``generation``, ``answer``, ``golds``, ``em`` and ``f1`` and no by-layer readouts, their
+``summary.csv`` rows ``em`` / ``f1`` with bootstrap intervals, and ``comparison.csv`` the paired
+bootstrap of chat - base on each.
 
 Long items (``--truncate``, as lm-evaluation-harness): an item fits when its context and
 longest option, minus the option's last token (predicted, never fed), fit the model's
@@ -31,7 +50,8 @@ benchmark). ``toy_capitals`` is the toy world's capital questions (the toy pair'
 Outputs (``runs/benchmarks/<pair>/`` or ``--out``): ``results.jsonl`` (one row per model x
 task x shots x chat template x item, resumable), ``summary.csv`` (accuracy, acc_norm with
 bootstrap intervals per model x condition x readout), ``comparison.csv`` (chat vs base:
-McNemar and paired bootstrap), ``generations.csv``, ``meta.json``, figures (PNG + PDF).
+McNemar and paired bootstrap), ``generations.csv``, ``answer_mass.csv``,
+``answer_mass_comparison.csv``, ``meta.json``, figures (PNG + PDF).
 """
 
 from __future__ import annotations
@@ -43,7 +63,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, comma_list, load_kwargs
+from studies._answer_mass import mass_comparison, mass_figures, mass_report, mass_table
+from studies._chat import on_off as _on_off, template_tokenizer  # noqa: F401 (calibration reads bm.template_tokenizer)
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "benchmarks"
@@ -55,11 +77,28 @@ DEFAULT_TASKS = ("toy_capitals", "boolq", "cb", "copa", "rte", "wic", "cola", "s
 # and how the models are loaded (dtype, device and quantization change the numbers). The
 # models (--pair/--base/--chat) enter by identity and --seed on its own. The others choose
 # where and how fast a run goes, or shape only the summary.
-ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "chat_template", "truncate",
+ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots", "demos_from", "chat_template", "truncate",
                "generate", "max_new_tokens", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
-TABLES = ("summary.csv", "comparison.csv", "generations.csv")  # written besides results, meta and figures
-NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice"}
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
+TABLES = ("summary.csv", "comparison.csv", "generations.csv", "answer_mass.csv", "answer_mass_comparison.csv")  # written besides results, meta and figures
+NOT_MC = {"syntaxgym": "SyntaxGym items are region-surprisal minimal pairs, not multiple choice: run "
+                        "python -m studies.syntaxgym --suites PATH... instead"}
+
+
+GENERATIVE = ("coqa",)  # answered by free generation and scored by exact match / F1, not by option log-probs
+
+
+def is_generative(task: str) -> bool:
+    return task in GENERATIVE
+
+
+def _generation_task(task: str):
+    """The module of a free-generation task: its ``STOP`` strings, ``answer_of`` (the answer in a
+    generation) and ``turn_scores`` (exact match and F1 against the gold answers)."""
+    import importlib
+
+    return importlib.import_module(f"tasks.benchmarks.{task}")
 
 
 @dataclass(frozen=True)
@@ -86,8 +125,10 @@ def parse_data(specs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, seed: int = 0) -> dict[str, list]:
-    """task -> items; unknown names, non-MC tasks and missing files become StudyError."""
+def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, seed: int = 0,
+               generation: bool = True) -> dict[str, list]:
+    """task -> items; unknown names, non-MC tasks (and, with ``generation=False``, free-generation
+    tasks) and missing files become StudyError."""
     from studies._common import StudyError
     from tasks.benchmarks import TASKS, toy_capitals
     from tasks.errors import TaskError
@@ -104,7 +145,10 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
     out = {}
     for task in tasks:
         if task in NOT_MC:
-            raise StudyError(f"task {task!r}: {NOT_MC[task]}; this study scores multiple-choice tasks")
+            raise StudyError(f"task {task!r}: {NOT_MC[task]} (this study scores multiple-choice tasks)")
+        if not generation and is_generative(task):
+            raise StudyError(f"task {task!r} is answered by free generation (exact match / F1), with no option "
+                             "probabilities; use studies.benchmarks for it")
         try:
             out[task] = loaders[task](data=data.get(task, "fixture"), limit=limit)
         except TaskError as err:  # names the task, file, line and field already
@@ -116,25 +160,52 @@ def load_items(tasks: Sequence[str], data: dict[str, str], limit: int | None, se
     return out
 
 
+def parse_demos_from(specs: Sequence[str] | None):
+    """``--demos-from TASK[:CATEGORY]=COUNT`` (repeatable) -> :class:`tasks.items.DemoSource` list."""
+    from studies._common import StudyError
+    from tasks.items import DemoSource
+
+    out = []
+    for spec in specs or ():
+        source, sep, count = spec.rpartition("=")
+        task, _, category = source.partition(":")
+        if not sep or not task.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise StudyError(f"--demos-from takes TASK[:CATEGORY]=COUNT with COUNT >= 1 (e.g. mmlu:astronomy=2 "
+                             f"or boolq=1), got {spec!r}")
+        out.append(DemoSource(task.strip(), int(count), category.strip() or None))
+    return out
+
+
 def make_work(items: dict[str, list], shots: Sequence[int], templates: Sequence[bool], template_tok,
-              seed: int) -> list[Work]:
-    """Every (task, shots, chat template, item), demonstrations drawn from the task's own items."""
+              seed: int, demos_from: Sequence = (), pools: dict[str, list] | None = None) -> list[Work]:
+    """Every (task, shots, chat template, item): demonstrations drawn from the task's own items,
+    or with ``demos_from`` (:class:`tasks.items.DemoSource`) from those sources' items in
+    ``pools`` (then ``shots`` is their total count)."""
     import dataclasses
 
-    from probes.chat import chat_prompt
+    from probes.chat import chat_prompt, chat_turns
     from studies._common import StudyError
-    from tasks.items import build_fewshot
+    from tasks.errors import TaskError
+    from tasks.items import build_fewshot, build_mixed_fewshot
 
     work = []
     for task, its in items.items():
         for k in shots:
-            if k >= len(its):
+            if not demos_from and k >= len(its):
                 raise StudyError(f"task {task!r} has {len(its)} items: too few for {k}-shot prompts (drawn from "
                                  "the other items); lower --shots or raise --limit")
             for tmpl in templates:
                 for i, item in enumerate(its):
-                    shot = build_fewshot(its, item, k, seed)
-                    if tmpl:
+                    try:
+                        shot = build_mixed_fewshot(item, demos_from, pools or items, seed) if demos_from \
+                            else build_fewshot(its, item, k, seed)
+                    except TaskError as err:
+                        raise StudyError(f"task {task!r}: {err}") from None
+                    if tmpl and getattr(item, "messages", None):  # a dialogue: its history as chat turns
+                        demos = shot.context[:len(shot.context) - len(item.context)]
+                        first = {**item.messages[0], "content": demos + item.messages[0]["content"]}
+                        shot = dataclasses.replace(shot, context=chat_turns(template_tok, [first, *item.messages[1:]]))
+                    elif tmpl:
                         shot = dataclasses.replace(shot, context=chat_prompt(template_tok, shot.context))
                     work.append(Work(task, k, tmpl, shot, i))
     return work
@@ -174,17 +245,25 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
     if truncate not in TRUNCATE:
         raise StudyError(f"unknown truncate {truncate!r}; valid: {', '.join(TRUNCATE)}")
     rows = []
-    scores = dict(enumerate(score_items(lm, [w.item for w in chunk], layers=layers, batch_size=batch_size,
-                                        truncate=truncate, lens=lens)))
+    mc = [i for i, w in enumerate(chunk) if not is_generative(w.task)]
+    scores = dict(zip(mc, score_items(lm, [chunk[i].item for i in mc], layers=layers, batch_size=batch_size,
+                                      truncate=truncate, lens=lens)))
+    answered = _answer_generative(lm, chunk, max_new_tokens, truncate)
     prompts = {i: _generation_prompt(lm, chunk[i].item, max_new_tokens, truncate) for i, s in scores.items()
                if not isinstance(s, Skipped) and chunk[i].index < generate_n}
     to_generate = [i for i, fit in prompts.items() if not isinstance(fit, Skipped)]
     texts = dict(zip(to_generate, generate(lm, [prompts[i][0] for i in to_generate], max_new_tokens))) \
         if to_generate else {}
     for i, w in enumerate(chunk):
+        if i in answered:
+            rows.append({"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
+                         "item": w.item.id, "category": w.item.category, **answered[i]})
+            continue
         row = {"model": member, "task": w.task, "shots": w.shots, "chat_template": w.chat_template,
                "item": w.item.id, "label": w.item.label, "n_options": len(w.item.options),
-               "category": w.item.category}
+               "category": w.item.category, "demos": w.item.meta.get("fewshot_ids", [])}
+        if "demos_from" in w.item.meta:
+            row["demos_from"] = w.item.meta["demos_from"]
         s = scores[i]
         if isinstance(s, Skipped):
             rows.append({**row, "skipped": f"{s.reason} (--truncate {truncate})", "truncated": 0})
@@ -196,6 +275,9 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
                    prob_label=float(s.probs()[s.label]))
         if w.item.task == "triviaqa_ptrue":
             row["p_true"] = s.p_true()
+        if s.answer is not None:  # where the probability goes (final readout, answer position)
+            row.update(option_mass=round(s.answer.option_mass, 6),
+                       top_other=[[lm.tokenizer.decode([t]), round(p, 6)] for t, p in s.answer.top_other])
         if i in texts:
             option = map_to_option(texts[i], _option_forms(w.item))
             row.update(generation=texts[i], generated_option=option, generation_truncated=prompts[i][1],
@@ -205,6 +287,37 @@ def score_chunk(lm, member: str, chunk: list[Work], layers, generate_n: int = 0,
                                         f"(--truncate {truncate})"
         rows.append(row)
     return rows
+
+
+def _answer_generative(lm, chunk: list[Work], max_new_tokens: int, truncate: str) -> dict[int, dict]:
+    """Row fields of the chunk's free-generation items, by position: the greedy generation (cut at
+    the task's stop strings), the answer read from it, the gold answers, ``em`` and ``f1`` (the
+    task's ``turn_scores``); or ``skipped`` for an item whose prompt does not fit."""
+    from probes.generation import generate
+    from probes.logprobs import Skipped
+
+    out, todo = {}, {}
+    for i, w in enumerate(chunk):
+        if not is_generative(w.task):
+            continue
+        fit = _generation_prompt(lm, w.item, max_new_tokens, truncate)
+        if isinstance(fit, Skipped):
+            out[i] = {"skipped": f"context + {max_new_tokens} new tokens: {fit.reason} (--truncate {truncate})",
+                      "truncated": 0}
+        else:
+            todo[i] = fit
+    by_task: dict[str, list[int]] = {}
+    for i in todo:
+        by_task.setdefault(chunk[i].task, []).append(i)
+    for task, positions in by_task.items():
+        module = _generation_task(task)
+        texts = generate(lm, [todo[i][0] for i in positions], max_new_tokens, stop=module.STOP)
+        for i, text in zip(positions, texts):
+            answer = module.answer_of(text)
+            em, f1 = module.turn_scores(chunk[i].item.answers, answer)
+            out[i] = {"skipped": None, "truncated": todo[i][1], "generation": text, "answer": answer,
+                      "golds": list(chunk[i].item.answers), "em": em, "f1": f1}
+    return out
 
 
 # -- tables -------------------------------------------------------------------------------------------
@@ -218,7 +331,7 @@ def layer_table(rows: list[dict]):
 
     out = []
     for r in rows:
-        if r.get("skipped"):
+        if r.get("skipped") or "logprobs" not in r:  # skipped, or a free-generation row
             continue
         lp = np.asarray(r["logprobs"], dtype=float)
         chars = np.asarray(r["n_chars"], dtype=float)
@@ -232,6 +345,15 @@ def layer_table(rows: list[dict]):
 
 
 METRICS = ("chance", "prob_label", "acc", "acc_low", "acc_high", "acc_norm", "acc_norm_low", "acc_norm_high")
+GEN_METRICS = ("em", "em_low", "em_high", "f1", "f1_low", "f1_high")  # free-generation tasks (final readout only)
+
+
+def generation_table(rows: list[dict]):
+    """Tidy: one row per model x scored free-generation item with ``em`` and ``f1``."""
+    import pandas as pd
+
+    cols = ["model", *CONDITION, "item", "em", "f1"]
+    return pd.DataFrame([{c: r[c] for c in cols} for r in rows if not r.get("skipped") and "em" in r], columns=cols)
 
 
 def summarize(rows: list[dict], n_boot: int = 1000):
@@ -254,9 +376,17 @@ def summarize(rows: list[dict], n_boot: int = 1000):
                                                              for c in counts.values()) else ""
         raise StudyError("no item was scored: " + "; ".join(_accounting.notes(counts, _label)) + hint)
     table = layer_table(rows)
-    scored = {key: g for key, g in table.groupby(["model", *CONDITION], sort=False)}
+    scored = {key: g for key, g in table.groupby(["model", *CONDITION], sort=False)} if len(table) else {}
+    generated = {key: g for key, g in generation_table(rows).groupby(["model", *CONDITION], sort=False)}
     out = []
     for key, c in counts.items():
+        if key in generated:
+            rec = {**dict(zip(["model", *CONDITION], key)), "layer": "final", **c}
+            for metric in ("em", "f1"):
+                ci = bootstrap_ci(np.mean, generated[key][metric].to_numpy(float), n_boot=n_boot)
+                rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
+            out.append(rec)
+            continue
         if key not in scored:
             out.append({**dict(zip(["model", *CONDITION], key)), "layer": "final", **c})
             continue
@@ -267,7 +397,8 @@ def summarize(rows: list[dict], n_boot: int = 1000):
                 ci = bootstrap_ci(np.mean, g[metric].to_numpy(float), n_boot=n_boot)
                 rec.update({metric: ci.estimate, f"{metric}_low": ci.low, f"{metric}_high": ci.high})
             out.append(rec)
-    summary = pd.DataFrame(out, columns=["model", *CONDITION, "layer", *_accounting.COLUMNS, *METRICS])
+    summary = pd.DataFrame(out, columns=["model", *CONDITION, "layer", *_accounting.COLUMNS, *METRICS,
+                                         *(GEN_METRICS if generated else ())])
     summary = add_lens_columns(summary, rows)
     summary.attrs["notes"] = _accounting.notes(counts, _label) + _generation_notes(rows)
     return summary
@@ -299,9 +430,20 @@ def compare(rows: list[dict]):
     from probes.stats import mcnemar, paired_bootstrap
 
     table = layer_table(rows)
-    table = table[table["layer"] == "final"]
+    table = table[table["layer"] == "final"] if len(table) else table
     out = []
-    for key, g in table.groupby(CONDITION, sort=False):
+    for key, g in generation_table(rows).groupby(CONDITION, sort=False):
+        wide = g.pivot_table(index="item", columns="model", values=["em", "f1"], aggfunc="first")
+        if "base" not in wide["em"] or "chat" not in wide["em"]:
+            continue
+        wide = wide.dropna()
+        for metric in ("em", "f1"):
+            a, b = wide[metric]["base"].to_numpy(float), wide[metric]["chat"].to_numpy(float)
+            pb = paired_bootstrap(a, b)
+            out.append({**dict(zip(CONDITION, key)), "metric": metric, "n": len(a), "base": a.mean(),
+                        "chat": b.mean(), "diff": pb.diff, "diff_low": pb.ci_low, "diff_high": pb.ci_high,
+                        "bootstrap_p": pb.p_value})
+    for key, g in (table.groupby(CONDITION, sort=False) if len(table) else ()):
         wide = g.pivot_table(index="item", columns="model", values=["acc", "acc_norm"], aggfunc="first")
         if "base" not in wide["acc"] or "chat" not in wide["acc"]:
             continue
@@ -317,10 +459,22 @@ def compare(rows: list[dict]):
 
 
 def generations(rows: list[dict]):
+    """The free generations, with ``mapped``: whether string matching found an option in them."""
     import pandas as pd
 
-    cols = ["model", *CONDITION, "item", "label", "generated_option", "generated_correct", "generation"]
-    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows if "generation" in r], columns=cols)
+    cols = ["model", *CONDITION, "item", "label", "mapped", "generated_option", "generated_correct", "generation"]
+    return pd.DataFrame([{**{c: r.get(c) for c in cols}, "mapped": r.get("generated_option") is not None}
+                         for r in rows if "generation" in r], columns=cols)
+
+
+def unmapped_report(table) -> list[str]:
+    """The share of free generations that mapped to no option, per model."""
+    if table.empty:
+        return []
+    lines = ["free generations that mapped to no option (read them in generations.csv):"]
+    for model, g in table.groupby("model", sort=False):
+        lines.append(f"  {model}: {int((~g['mapped']).sum())}/{len(g)} ({(~g['mapped']).mean():.0%})")
+    return lines
 
 
 def _tag(shots, tmpl) -> str:
@@ -335,9 +489,11 @@ def make_figures(summary, out: Path) -> list[Path]:
     paths = []
     summary = summary[summary["n_scored"] > 0]  # conditions with nothing scored have no bars
     for (shots, tmpl), g in summary.groupby(["shots", "chat_template"]):
-        final = g[g["layer"] == "final"].rename(columns={"acc": "accuracy", "acc_low": "ci_low", "acc_high": "ci_high"})
-        paths += plot_task_bars(final, out / f"accuracy_{_tag(shots, tmpl)}",
-                                title=f"{shots}-shot, chat template {'on' if tmpl else 'off'}")
+        final = g[(g["layer"] == "final") & g["acc"].notna()].rename(
+            columns={"acc": "accuracy", "acc_low": "ci_low", "acc_high": "ci_high"})  # free-generation tasks have no acc
+        if not final.empty:
+            paths += plot_task_bars(final, out / f"accuracy_{_tag(shots, tmpl)}",
+                                    title=f"{shots}-shot, chat template {'on' if tmpl else 'off'}")
         by_layer = g[g["layer"] != "final"].assign(layer=lambda d: d["layer"].astype(int)).rename(
             columns={"acc_low": "ci_low", "acc_high": "ci_high"})
         if not by_layer.empty:
@@ -349,12 +505,16 @@ def make_figures(summary, out: Path) -> list[Path]:
     return paths
 
 
-def report(summary, comparison) -> str:
+def report(summary, comparison, extra: Sequence[str] = ()) -> str:
     final = summary[summary["layer"] == "final"]
     lines = ["accuracy (final readout; acc_norm in brackets):"]
     for key, g in final.groupby(CONDITION, sort=False):
-        cells = ", ".join(f"{r.model} {r.acc:.2f} [{r.acc_norm:.2f}]" if r.n_scored else f"{r.model} -"
-                          for r in g.itertuples())
+        if is_generative(key[0]):
+            cells = ", ".join(f"{r.model} EM {r.em:.2f} F1 {r.f1:.2f}" if r.n_scored else f"{r.model} -"
+                              for r in g.itertuples())
+        else:
+            cells = ", ".join(f"{r.model} {r.acc:.2f} [{r.acc_norm:.2f}]" if r.n_scored else f"{r.model} -"
+                              for r in g.itertuples())
         lines.append(f"  {key[0]:14s} {key[1]}-shot {'chat' if key[2] else 'raw '} n={int(g['n_scored'].max()):4d}"
                      f"/{int(g['n_items'].max())}: {cells}")
     if len(comparison):
@@ -363,6 +523,10 @@ def report(summary, comparison) -> str:
         for r in acc.itertuples():
             lines.append(f"  {r.task:14s} {r.shots}-shot {'chat' if r.chat_template else 'raw '}: {r.diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}]; "
                          f"p = {r.mcnemar_p:.3g}")
+        for r in comparison[comparison["metric"] == "f1"].itertuples():
+            lines.append(f"  {r.task:14s} {r.shots}-shot {'chat' if r.chat_template else 'raw '}: F1 {r.diff:+.2f} "
+                         f"[{r.diff_low:+.2f}, {r.diff_high:+.2f}]; bootstrap p = {r.bootstrap_p:.3g}")
+    lines += list(extra)
     lines += [f"note: {line}" for line in summary.attrs.get("notes", [])]
     return "\n".join(lines)
 
@@ -376,14 +540,6 @@ def _ints(text: str) -> tuple[int, ...]:
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError("shots must be >= 0")
     return values
-
-
-def _on_off(text: str) -> tuple[bool, ...]:
-    parts = comma_list(text)
-    bad = [p for p in parts if p not in ("on", "off")]
-    if bad:
-        raise argparse.ArgumentTypeError(f"invalid choice {bad[0]!r}; choose from on, off")
-    return tuple(p == "on" for p in parts)
 
 
 def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) -> None:
@@ -420,32 +576,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m studies.benchmarks", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, DEFAULT_TASKS)
-    p.add_argument("--shots", type=_ints, default=(0,), help="e.g. 0,1,5 (default 0)")
+    p.add_argument("--shots", type=_ints, default=None, help="e.g. 0,1,5 (default 0)")
+    p.add_argument("--demos-from", action="append", metavar="TASK[:CATEGORY]=COUNT",
+                   help="draw COUNT demonstrations from TASK (its CATEGORY only, if given) instead of the item's own "
+                        "task; repeatable, e.g. --demos-from mmlu:astronomy=2 --demos-from boolq=1 (then the shots "
+                        "are the total, and --shots must be that total or left out)")
     p.add_argument("--chat-template", type=_on_off, default=(False,), help="off, on, or off,on (default off)")
     p.add_argument("--generate", type=int, default=5, help="free generation for the first N items per condition (0: off)")
     p.add_argument("--max-new-tokens", type=int, default=16)
     args = p.parse_args(argv)
     check_args(p, args)
+    if args.demos_from:
+        total = sum(s.count for s in parse_demos_from(args.demos_from)) if all(
+            "=" in s and s.rpartition("=")[2].isdigit() for s in args.demos_from) else None
+        if total is not None and args.shots not in (None, (total,)):
+            p.error(f"--demos-from draws {total} demonstrations per item; --shots must be {total} or left out")
+        args.shots = (total,) if total is not None else (0,)
+    args.shots = args.shots or (0,)
     return args
-
-
-def template_tokenizer(pair):
-    """The chat member's tokenizer (its template renders prompts for both models)."""
-    import transformers
-
-    from interp import LoadError
-    from probes.chat import has_chat_template
-
-    pair.check()  # a member folder without a model: say so, not what its tokenizer lacks
-    source = pair.spec.source("chat")
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise LoadError(f"could not load the tokenizer of {source!r} for its chat template ({type(err).__name__}); "
-                        "use --chat-template off, or check the path / hub id") from None
-    if not has_chat_template(tok):
-        raise LoadError(f"the tokenizer of {source!r} has no chat template; use --chat-template off")
-    return tok
 
 
 def score_pair(pair, work: list[Work], log, shard, args, desc: str, generate_n: int = 0,
@@ -494,8 +642,12 @@ def run_study(args) -> int:
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
     items = load_items(args.tasks, parse_data(args.data), args.limit, args.seed)
+    demos_from = parse_demos_from(args.demos_from)
+    extra_sources = [s.task for s in demos_from if s.task not in items]
+    pools = {**items, **load_items(list(dict.fromkeys(extra_sources)), parse_data(args.data), args.limit, args.seed)} \
+        if extra_sources else items
     template_tok = template_tokenizer(pair) if any(args.chat_template) else None
-    work = make_work(items, args.shots, args.chat_template, template_tok, args.seed)
+    work = make_work(items, args.shots, args.chat_template, template_tok, args.seed, demos_from, pools)
     fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,
                                   work)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
@@ -518,19 +670,23 @@ def run_study(args) -> int:
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
     comparison = compare(rows)
     comparison.to_csv(out / "comparison.csv", index=False, float_format="%.6g")
-    generations(rows).to_csv(out / "generations.csv", index=False)
+    gens = generations(rows)
+    gens.to_csv(out / "generations.csv", index=False)
+    mass, mass_diff = mass_table(rows), mass_comparison(rows)
+    mass.to_csv(out / "answer_mass.csv", index=False, float_format="%.6g")
+    mass_diff.to_csv(out / "answer_mass_comparison.csv", index=False, float_format="%.6g")
     figures = []
     if not args.no_figures:
         t0 = time.perf_counter()
-        figures = make_figures(summary, out)
+        figures = make_figures(summary, out) + mass_figures(mass, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
                n_rows=len(rows), key_fields=list(KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
                **extra)
-    print(report(summary, comparison))
-    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, generations.csv, meta.json"
+    print(report(summary, comparison, mass_report(mass, mass_diff) + unmapped_report(gens)))
+    print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, generations.csv, answer_mass*.csv, meta.json"
           f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")
     return 0
 

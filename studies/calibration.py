@@ -40,7 +40,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from studies import benchmarks as bm
-from studies._common import load_kwargs
+from studies._common import PLACEMENT_OPTIONS, load_kwargs
 
 STUDY = "calibration"
 DEFAULT_TASKS = ("toy_capitals", "mmlu", "triviaqa_mc", "triviaqa_ptrue")
@@ -51,6 +51,7 @@ ROW_OPTIONS = ("tasks", "data", "limit", "layers", "lens", "batch_size", "shots"
                "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "bins", "binning", "n_boot")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "reliability.csv", "temperature.csv")  # written besides results, meta and figures
 TEMPERATURE_BOUNDS = (1e-2, 1e2)  # the search range of the NLL-optimal temperature
 AT_BOUND = 1e-3  # a fitted temperature within this relative distance of a bound is "at" it
@@ -238,7 +239,7 @@ def run_study(args) -> int:
     lens = resolve_lens_option(args.lens, pair)  # before loading any data: a bad --lens fails fast
     out = run_dir(STUDY, pair, args.out)
     timings: dict[str, float] = {}
-    items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed)
+    items = bm.load_items(args.tasks, bm.parse_data(args.data), args.limit, args.seed, generation=False)
     template = args.chat_template == "on"
     work = bm.make_work(items, [args.shots], [template], bm.template_tokenizer(pair) if template else None, args.seed)
     fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,

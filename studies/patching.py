@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import StudyError, add_model_options, add_run_options, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, StudyError, add_model_options, add_run_options, load_kwargs
 
 STUDY = "patching"
 STYLES = {"zero": "The capital of {subject} is", "qa": "Q: What is the capital of {subject}? A:"}
@@ -46,6 +46,7 @@ MIN_GAP = 1e-3  # pairs whose clean and corrupted logit differences differ less 
 # models enter by identity and --seed on its own; the others choose where and how fast.
 ROW_OPTIONS = ("hooks", "styles", "facts", "split", "limit", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv",)  # written besides results, meta and figures
 
 

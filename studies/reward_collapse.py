@@ -59,7 +59,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import StudyError, add_model_options, add_run_options, comma_list, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, StudyError, add_model_options, add_run_options, comma_list, load_kwargs
 
 STUDY = "reward_collapse"
 KEY_FIELDS = ("stage", "source", "task", "format", "item", "sample")
@@ -72,6 +72,7 @@ ROW_OPTIONS = ("tasks", "data", "formats", "limit", "reward", "layers", "samples
                "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "annotations")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "comparison.csv", "agreement.csv")  # annotations.csv is kept: it may hold judgements
 JUDGEMENTS = {"good": 1, "bad": 0, "1": 1, "0": 0, "yes": 1, "no": 0, "correct": 1, "incorrect": 0, "true": 1,
               "false": 0, "y": 1, "n": 0}

@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from studies._common import PLACEMENT_OPTIONS
 
 STUDY = "reward_distance"
 DEFAULT_REWARDS = ("toy", "implicit:toy", "toy-length")
@@ -47,6 +48,7 @@ KEY_FIELDS = ("reward", "item")
 ROW_OPTIONS = ("rewards", "limit", "max_new_tokens", "samples", "temperature", "top_p", "truncate", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads",
                  "chunk_size")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv", "by_source.csv", "pool.jsonl")
 CONTEXTS = ("chat", "chat_benign", "chat_harmful")  # toy-world prompt styles
 FIXED = ("right", "wrong", "refusal", "off_topic", "right_long", "refusal_long")

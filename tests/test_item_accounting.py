@@ -147,14 +147,15 @@ def _as_tuple(value):
 @pytest.mark.parametrize("study", [benchmarks, calibration], ids=["benchmarks", "calibration"])
 def test_every_fixture_item_fits_the_toy_pair_at_the_default_options(study):
     import interp
-    from probes.multiple_choice import fit_item
+    from probes.multiple_choice import fit_item, fit_partial_item
     from tasks.benchmarks import TASKS
 
     args = study.parse_args([])
     assert args.truncate == "left"  # the default; nothing may need it on the fixtures
     shots = _as_tuple(args.shots)
     templates = tuple(t in (True, "on") for t in _as_tuple(args.chat_template))
-    tasks = [t for t in TASKS if t not in benchmarks.NOT_MC] + ["toy_capitals"]
+    tasks = [t for t in TASKS if t not in benchmarks.NOT_MC and not (study is calibration and benchmarks.is_generative(t))]
+    tasks += ["toy_capitals"]
     assert {"boolq", "cb", "mmlu", "triviaqa_ptrue"} <= set(tasks)
     items = benchmarks.load_items(tasks, {}, None)
     pair = interp.load_pair("toy")
@@ -165,7 +166,12 @@ def test_every_fixture_item_fits_the_toy_pair_at_the_default_options(study):
         too_long = []
         for w in work:
             try:
-                fit_item(lm, w.item, truncate="error")
+                if benchmarks.is_generative(w.task):  # its prompt and the new tokens fit
+                    benchmarks._generation_prompt(lm, w.item, args.max_new_tokens, "error")
+                elif w.item.partial:
+                    fit_partial_item(lm, w.item, truncate="error")
+                else:
+                    fit_item(lm, w.item, truncate="error")
             except interp.InterpError:
                 too_long.append(w.item.id)
         assert not too_long, f"{member}: fixture items longer than the toy pair's context: {too_long}"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import interp
-from studies import _common, _identity, benchmarks, calibration, patching
+from studies import _common, _identity, benchmarks, calibration, patching, syntaxgym
 from studies import ffn_capitals as fc
 from studies.ffn_capitals import cli as fc_cli
 
@@ -87,9 +87,10 @@ def test_options_that_do_not_decide_rows_resume(folder, capsys):
 def test_every_option_of_every_study_is_declared():
     """Each parser option is either row-deciding (fingerprinted) or declared not to be."""
     for module, parse in ((fc_cli, fc.parse_args), (benchmarks, benchmarks.parse_args),
-                          (calibration, calibration.parse_args), (patching, patching.parse_args)):
+                          (calibration, calibration.parse_args), (patching, patching.parse_args),
+                          (syntaxgym, syntaxgym.parse_args)):
         dests = set(vars(parse([])))
-        declared = set(module.ROW_OPTIONS) | set(module.OTHER_OPTIONS)
+        declared = set(module.ROW_OPTIONS) | set(module.OTHER_OPTIONS) | set(_common.PAIR_OPTIONS)
         assert dests == declared, (module.__name__, dests ^ declared)
         assert not set(module.ROW_OPTIONS) & set(module.OTHER_OPTIONS)
 
@@ -104,7 +105,7 @@ def test_fingerprint_is_written_before_rows_and_kept_in_meta(folder):
     assert record["finished"] and json.loads((folder / "meta.json").read_text())["fingerprint"] == fp
 
 
-@pytest.mark.parametrize("module", [patching, benchmarks, calibration])
+@pytest.mark.parametrize("module", [patching, benchmarks, calibration, syntaxgym])
 def test_another_studys_folder_is_refused_by_name(folder, capsys, module):
     status, _, err = run(capsys, "--limit", "2", "--out", folder, module=module)
     assert status == 2 and f"holds results of study 'ffn_capitals', not '{module.STUDY}'" in err, err

@@ -17,7 +17,7 @@ from study_cli import REPO, run_study_cli
 
 from interp import InterpError
 
-STUDIES = ("ffn_capitals", "benchmarks", "calibration", "patching", "reward_collapse")
+STUDIES = ("ffn_capitals", "benchmarks", "calibration", "patching", "reward_collapse", "syntaxgym")
 TOY_BASE, TOY_CHAT = str(REPO / "models/toy/base"), str(REPO / "models/toy/chat")
 
 

@@ -13,7 +13,8 @@ from tasks.items import MCItem, build_fewshot
 from tasks.errors import TaskError
 from tasks.sources import MissingDatasetError
 
-MC_TASKS = sorted(n for n in TASKS if n != "syntaxgym")
+MC_TASKS = sorted(n for n in TASKS if n not in ("syntaxgym", "coqa"))  # coqa: free generation (test_ling_tasks)
+JSON_FIXTURES = {"grice"}  # nested official JSON, not records per line: its malformed records are in test_ling_tasks
 
 
 @pytest.mark.parametrize("name", MC_TASKS)
@@ -23,10 +24,10 @@ def test_fixture_parses_into_valid_items(name):
     assert len({it.id for it in items}) == len(items)
     for it in items:
         assert isinstance(it, MCItem) and it.task == name
-        assert it.context.strip()
+        assert it.context.strip() or it.partial  # a partial item's option may start the text
         assert 0 <= it.label < len(it.options)
         assert all(o.strip() for o in it.options) and len(set(it.options)) == len(it.options)
-        assert all(o[0] == " " for o in it.options)  # options carry their separator
+        assert all(o[0] == " " for o in it.options) or not it.context  # options carry their separator
         assert not it.context.endswith(" ")
     assert len({it.label for it in items}) > 1, "a fixture with one label cannot catch a constant scorer"
 
@@ -140,16 +141,47 @@ def test_triviaqa_formats():
 
 def test_syntaxgym_fixture_and_predictions():
     items = load_task("syntaxgym", data="fixture")
-    assert len(items) == 10 and all(isinstance(it, SyntaxGymItem) for it in items)
-    it = items[0]
-    sentence = it.sentence("mismatch_sg")
-    spans = dict((n, (a, b)) for n, a, b in it.region_spans("mismatch_sg"))
-    assert sentence[slice(*spans[6])] == "are" and sentence[slice(*spans[2])] == "key"
-    good = {(c, n): (9.0 if c.startswith("mismatch") and n == 6 else 1.0)
+    assert all(isinstance(it, SyntaxGymItem) for it in items)
+    suites = {it.suite: it.circuit for it in items}
+    assert set(suites.values()) == {"Agreement", "Long-Distance Dependencies", "Licensing", "Garden-Path Effects"}
+    it = next(it for it in items if it.suite == "toy_agreement_person")
+    sentence = it.sentence("third_mismatch")
+    spans = dict((n, (a, b)) for n, a, b in it.region_spans("third_mismatch"))
+    assert sentence == "The king sit in the house ." and sentence[slice(*spans[2])] == "sit"
+    good = {(c, n): (9.0 if c.endswith("mismatch") and n == 2 else 1.0)
             for c in it.conditions for n, _ in it.conditions[c]}
-    bad = {k: (1.0 if v == 9.0 else 9.0 if k[1] == 6 else v) for k, v in good.items()}
+    bad = {k: (1.0 if v == 9.0 else 9.0 if k[1] == 2 else v) for k, v in good.items()}
     assert it.evaluate(good) == [True, True]
     assert it.evaluate(bad) == [False, False]
+
+
+def test_syntaxgym_fixture_is_in_the_toy_vocabulary():
+    """The fixture suites use only words of the toy pair's vocabulary (no <unk>, no word spelt
+    with letter pieces), except the NPI 'any' (the toy vocabulary has no NPI)."""
+    from toy_pair.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    spelt = set()
+    for it in load_task("syntaxgym", data="fixture"):
+        for condition in it.conditions:
+            for word in it.sentence(condition).split():
+                pieces = tok.tokenize(word)
+                if tok.unk_token in pieces or (len(pieces) > 1 and all(len(p.lstrip("#")) == 1 for p in pieces)):
+                    spelt.add(word)
+    assert spelt == {"any"}
+
+
+def test_syntaxgym_punctuation_joining():
+    items = load_task("syntaxgym", data="fixture")
+    it = next(it for it in items if it.suite == "toy_garden_path_npz")
+    assert it.sentence("ambig_comma") == "As the king ate , the bread fell ."
+    assert it.sentence("ambig_comma", attach_punctuation=True) == "As the king ate, the bread fell."
+    assert it.sentence("ambig_nocomma", attach_punctuation=True) == "As the king ate the bread fell."
+    for attach in (False, True):
+        for condition in it.conditions:
+            text = it.sentence(condition, attach)
+            contents = [text[a:b] for _, a, b in it.region_spans(condition, attach)]
+            assert contents == [c.strip() for _, c in it.conditions[condition]]
 
 
 def test_syntaxgym_formula_grammar():
@@ -168,11 +200,11 @@ def test_syntaxgym_formula_grammar():
 
 
 def test_syntaxgym_unknown_condition_raises(tmp_path):
-    suite = json.loads((sources.FIXTURE_DIR / "syntaxgym.json").read_text())
-    suite["predictions"] = [{"type": "formula", "formula": "(6;%match%) < (6;%mismatch%)"}]
+    suite = json.loads((sources.FIXTURE_DIR / "syntaxgym" / "toy_agreement_tense.json").read_text())
+    suite["predictions"] = [{"type": "formula", "formula": "(5;%match%) < (5;%mismatched%)"}]
     path = tmp_path / "suite.json"
     path.write_text(json.dumps(suite))
-    with pytest.raises(ValueError, match="names condition '(match|mismatch)'; conditions are"):
+    with pytest.raises(ValueError, match=r"names condition 'mismatched'; conditions are \['match', 'mismatch'\]"):
         load_task("syntaxgym", data=str(path))
 
 
@@ -213,7 +245,8 @@ def test_fewshot_balanced_and_preamble_once():
 # -- malformed local files: one TaskError naming the file, line and field -------------------------
 TEXT_FIELD = {"boolq": "question", "cb": "premise", "cola": "sentence", "copa": "choice1", "rte": "hypothesis",
               "wic": "word", "stsb": "sentence1", "mmlu": "question", "imppres": "premise",
-              "implicature": "utterance", "triviaqa_mc": "question", "triviaqa_ptrue": "question"}
+              "implicature": "utterance", "triviaqa_mc": "question", "triviaqa_ptrue": "question",
+              "wsc": "text", "winogrande": "sentence"}
 
 
 def _fixture_records(name):
@@ -224,7 +257,7 @@ def _fixture_records(name):
 @pytest.mark.parametrize("name", sorted(TEXT_FIELD))
 @pytest.mark.parametrize("value", [5, ["a", "list"], None])
 def test_non_string_field_names_file_line_and_field(name, value, tmp_path):
-    assert sorted(TEXT_FIELD) == MC_TASKS  # every multiple-choice loader is covered
+    assert sorted(TEXT_FIELD) == sorted(set(MC_TASKS) - JSON_FIXTURES)  # every multiple-choice loader is covered
     records = _fixture_records(name)[:6]
     field = TEXT_FIELD[name]
     records[2] = {**records[2], field: value}

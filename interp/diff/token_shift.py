@@ -122,10 +122,10 @@ def _responses(chat, prompts, greedy: bool, max_new_tokens: int, temperature: fl
     """New token ids per prompt, cut after the first EOS. Greedy uses HF ``generate`` (key/value
     cache, as ``probes.generation``); sampling uses the seeded loop of ``interp.diff._decode``."""
     eos = chat.tokenizer.eos_token_id
-    if not greedy:
+    if not greedy or not chat.local_modules:  # off NDIF HF's generate has no weights: the loop, one run a token
         return [r for start in range(0, len(prompts), batch_size)
                 for r in decode(lambda s: last_logits(chat, s), prompts[start:start + batch_size], eos,
-                                max_new_tokens, greedy=False, temperature=temperature,
+                                max_new_tokens, greedy=greedy, temperature=temperature,
                                 seed=seeds[start:start + batch_size])]
     out = []
     for start in range(0, len(prompts), batch_size):

@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.devices import execution_device, weights_of
 from interp.errors import InterpError
 from interp.lens.objects import Lens, LogitLens, logit_lens, resolve_lens
 from interp.lens.tuned import TunedLens, TunedLensConfig, train_tuned_lens
@@ -106,13 +107,15 @@ def _reduce_chunk(
 def _unembed_into(lm, normed: Float[Tensor, "rows d_model"], out: Float[Tensor, "rows vocab"]) -> None:
     """The unembedding of final-normed rows, written into ``out`` (float32)."""
     head = lm.unembed
-    if isinstance(head, torch.nn.Linear) and head.weight.dtype == out.dtype == normed.dtype:
-        if head.bias is None:
-            torch.mm(normed, head.weight.t(), out=out)
+    with weights_of(head) as device:  # offloaded weights brought in (interp.devices)
+        if isinstance(head, torch.nn.Linear) and head.weight.dtype == out.dtype == normed.dtype and out.device == device:
+            normed = normed.to(device)
+            if head.bias is None:
+                torch.mm(normed, head.weight.t(), out=out)
+            else:
+                torch.addmm(head.bias, normed, head.weight.t(), out=out)
         else:
-            torch.addmm(head.bias, normed, head.weight.t(), out=out)
-    else:
-        out.copy_(head(normed))
+            out.copy_(head(normed.to(device)))
 
 
 def _buffers(rows: int, vocab: int, device) -> tuple[Tensor, Tensor]:
@@ -174,7 +177,8 @@ def readout(
     # norm once), so chunks span layers. Another lens decodes each layer's rows on its own.
     if logit:
         with torch.no_grad():
-            normed = lm.final_norm(resids.reshape(-1, resids.shape[-1]).to(lm.dtype))
+            norm = lm.final_norm
+            normed = norm(resids.reshape(-1, resids.shape[-1]).to(execution_device(norm), lm.dtype))
         spans = [(0, n_layers * batch * pos, None)]
     else:
         per_layer = resids.reshape(n_layers, batch * pos, -1)

@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.devices import execution_device
 from interp.errors import InterpError
 
 
@@ -22,7 +23,8 @@ def logit_lens(lm, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vo
     if resid.shape[-1] != lm.d_model:
         raise InterpError(f"logit_lens expects [..., d_model={lm.d_model}], got {tuple(resid.shape)}")
     with torch.no_grad() if not resid.requires_grad else torch.enable_grad():
-        return lm.unembed(lm.final_norm(resid.to(lm.dtype)))
+        # on the norm's device, back on the residual's (they differ with a capture_device)
+        return lm.unembed(lm.final_norm(resid.to(execution_device(lm.final_norm), lm.dtype))).to(resid.device)
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from interp.devices import weights_of
 from interp.errors import InterpError
 from interp.lens.objects import logit_lens
 
@@ -48,7 +49,9 @@ def readout_hash(lm) -> str:
     """sha256 of the final norm's and unembedding's parameters: what a lens decodes through."""
     h = hashlib.sha256()
     for module in (lm.final_norm, lm.unembed):
-        for name, t in sorted(module.state_dict().items()):
+        with weights_of(module):  # offloaded weights are meta tensors until brought in
+            state = sorted(module.state_dict().items())
+        for name, t in state:
             h.update(name.encode())
             h.update(t.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
     return h.hexdigest()

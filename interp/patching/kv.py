@@ -64,8 +64,8 @@ def prefix_cache(lm, kv: KV, prefix: int, copies: int) -> DynamicCache:
     if prefix > 0:
         for i, (keys, values) in enumerate(kv):
             # expanded, not repeated: the cache's update copies them (or the forward's next one)
-            cache.update(_copies(keys[:, :, :prefix].to(lm.device), copies),
-                         _copies(values[:, :, :prefix].to(lm.device), copies), i)
+            # kept on their layer's device (which a device_map may make differ from lm.device)
+            cache.update(_copies(keys[:, :, :prefix], copies), _copies(values[:, :, :prefix], copies), i)
     return cache
 
 
@@ -85,14 +85,15 @@ def final_layer_cache(lm, kv: KV, clean_kv: KV, cells: list[Cell], batch: int, s
     layer = cache.layers[lm.n_layers - 1]
     copies = [i for i, c in enumerate(cells) if c[1] < seq - 1]
     if copies:
-        rows = (torch.tensor(copies).unsqueeze(1) * batch + torch.arange(batch)).flatten().to(lm.device)
-        pos = torch.tensor([cells[i][1] for i in copies]).repeat_interleave(batch).to(lm.device)
-        src = torch.arange(batch).repeat(len(copies)).to(lm.device)
+        device = layer.keys.device  # the final layer's (with a device_map, maybe not lm.device)
+        rows = (torch.tensor(copies).unsqueeze(1) * batch + torch.arange(batch)).flatten().to(device)
+        pos = torch.tensor([cells[i][1] for i in copies]).repeat_interleave(batch).to(device)
+        src = torch.arange(batch).repeat(len(copies)).to(device)
         clean_keys, clean_values = clean_kv[lm.n_layers - 1]
         # Own copies (a cache may keep what ``update`` was given: here views of ``kv``).
         layer.keys, layer.values = layer.keys.clone(), layer.values.clone()
-        layer.keys[rows, :, pos] = clean_keys.to(lm.device)[src, :, pos].to(layer.keys.dtype)
-        layer.values[rows, :, pos] = clean_values.to(lm.device)[src, :, pos].to(layer.values.dtype)
+        layer.keys[rows, :, pos] = clean_keys.to(device)[src, :, pos].to(layer.keys.dtype)
+        layer.values[rows, :, pos] = clean_values.to(device)[src, :, pos].to(layer.values.dtype)
     return cache
 
 
@@ -107,12 +108,12 @@ def ffn_at(lm, columns: Tensor | None) -> Iterator[None]:
 
     def pre(module, args):
         shape["in"] = args[0].shape
-        return (args[0][:, columns],) + tuple(args[1:])
+        return (args[0][:, columns.to(args[0].device)],) + tuple(args[1:])
 
     def post(module, args, output):
         first = output[0] if isinstance(output, tuple) else output
         full = first.new_zeros(*shape["in"][:2], first.shape[-1])
-        full[:, columns] = first
+        full[:, columns.to(first.device)] = first
         return (full,) + tuple(output[1:]) if isinstance(output, tuple) else full
 
     ffn = lm.model.get_submodule(lm.arch.blocks)[lm.n_layers - 1].get_submodule(lm.arch.mlp)

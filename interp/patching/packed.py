@@ -15,14 +15,13 @@ sliding window shorter than the prompt; ``packable`` says whether a model qualif
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from interp.hooks import HookSession, StopForward
+from interp.forward import forward
 from interp.interventions import as_callable
 from interp.patching.chunks import Cell
 from interp.patching.kv import KV, ffn_at, prefix_cache
@@ -88,24 +87,11 @@ def packed_chunk(lm, patches: Patches, ids: Tensor, chunk: list[Cell], kv: KV, l
     position_ids = layout.positions.to(lm.device).unsqueeze(0).expand(batch, -1)
     context, interventions = patches.packed_setup(chunk, layout)
     writes = {p: as_callable(fn, name, p) for name, fn in interventions.items() for p in lm.resolve(name)}
-    lengths = torch.full((batch,), layout.prefix + len(layout.positions))
-    session = HookSession(lm.model, lm.arch, [], writes, lengths, None, None)
     last = layout.last.to(lm.device)
-    found: dict[str, Tensor] = {}
-
-    def at_unembed(module, args):
-        found["hidden"] = args[0][:, last]  # [batch, runs, d_model]
-        raise StopForward
-
-    with ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        stack.enter_context(context)
-        stack.enter_context(session.attached())
-        stack.enter_context(ffn_at(lm, last if last_ffn and patches.ffn_unread(chunk) else None))
-        stack.callback(lm.model.get_submodule(lm.arch.unembed).register_forward_pre_hook(at_unembed).remove)
-        try:
-            lm.model(input_ids=tokens, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True)
-        except StopForward:
-            pass
-    hidden: Float[Tensor, "batch runs d"] = found["hidden"]
+    # Prompt-relative positions of the runs' last tokens: the cached prefix comes first.
+    ends = [layout.prefix + int(col) for col in layout.last]
+    with context, ffn_at(lm, last if last_ffn and patches.ffn_unread(chunk) else None):
+        out = forward(lm, tokens, past=cache, writes=writes, positions=ends, end="unembed", attention=mask,
+                      position_ids=position_ids)
+    hidden: Float[Tensor, "batch runs d"] = out.hidden
     done(chunk, hidden.transpose(0, 1).reshape(-1, hidden.shape[-1]))

@@ -66,7 +66,9 @@ def writer(values: Tensor, rows: Tensor, pos: Tensor, groups: Tensor, n_groups: 
         shape = act.shape
         out = act.flatten(2).clone()
         n, seq, d = out.shape
-        out.view(n, seq, n_groups, d // n_groups)[rows, pos, groups] = values.to(out.dtype)
+        # to the activation's device: with a device_map, the block's (not lm.device)
+        index = (rows.to(out.device), pos.to(out.device), groups.to(out.device))
+        out.view(n, seq, n_groups, d // n_groups)[index] = values.to(out.device, out.dtype)
         return out.reshape(shape)
 
     return write

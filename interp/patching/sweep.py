@@ -15,7 +15,8 @@ How it is fast, without changing any number beyond float rounding:
 2. *Resuming.* A patch at layer ``l`` cannot change blocks below ``l``: with ``resume=True``
    a chunk holds cells of one layer and starts at block ``l`` from the corrupted run's cached
    ``resid_pre[l]`` (``interp.patching.resume``).
-3. *Last position only.* ``lm.run(..., positions=-1)`` restricts the unembedding.
+3. *Last position only.* ``forward(..., positions=-1)`` restricts the unembedding (and to a
+   ``TokenMetric``'s columns, its logits).
 4. *Unchanged cells.* Where the clean and corrupted activations of a cell are bitwise equal
    (e.g. positions before the first differing token), the patched run *is* the corrupted
    run, so the cell gets the corrupted run's metric without a forward
@@ -51,6 +52,7 @@ Modules: this one (the entry points and the engine), ``patches`` (patch building
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -70,6 +72,7 @@ from interp.patching.kv import kv_chunk, prefix_cache, prefix_kv, window_run
 from interp.patching.packed import packable, packed_chunk
 from interp.patching.patches import HEADS, Captured, Patches, unchanged
 from interp.patching.resume import output_arity
+from interp.patching.metrics import TokenMetric
 from interp.patching.unembed import DeferredUnembed, unembed
 
 Metric = Callable[[Float[Tensor, "batch vocab"]], Tensor]
@@ -232,6 +235,8 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
            options: SweepOptions) -> Tensor:
     """``metric`` of each cell's patched run, ``[len(cells)]``; ``groups`` heads per layer
     (1 for whole activations)."""
+    if not lm.local_modules:  # NDIF runs the model: it cannot start at a block (resume) or reuse our cache
+        options = dataclasses.replace(options, resume=False, kv_prefix=False)
     resume, kv_prefix = options.resume, options.kv_prefix
     corr_ids, clean_ids = prompt_pair(lm, corrupted, clean)
     batch, seq = corr_ids.shape
@@ -248,7 +253,8 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
         kv, clean_kv = prefix_kv(lm, corr.cache, seq) if kv_prefix else None, None
     corr_logits = corr.logits
     if kv is not None and plain is None:  # first kv sweep of this model: check, then trust
-        plain = torch.allclose(unembed(lm, corr.hidden), corr_logits, rtol=1e-5, atol=1e-5)
+        # (the unembedding's device may differ from the logits', which are where the inputs went)
+        plain = torch.allclose(unembed(lm, corr.hidden).to(corr_logits.device), corr_logits, rtol=1e-5, atol=1e-5)
         _PLAIN_UNEMBED[lm.model] = plain
     if kv is None and corr_logits is None:  # deferred, but this family's cache cannot be reused
         corr_logits = unembed(lm, corr.hidden)
@@ -283,16 +289,21 @@ def _sweep(lm, corrupted, clean, metric: Metric, point: str, cells: list[Cell], 
     else:
         deferred.baseline = scalar(metric(corr_logits)).detach().float()
     patches = Patches(lm, point, groups, corr_ids, clean.acts, corr, resume, clean_kv)
+    named = isinstance(metric, TokenMetric)
+    vocab, score = (list(metric.tokens), metric.of_columns) if named else (None, metric)
+    if named and metric.tokens[-1] >= lm.d_vocab:
+        raise InterpError(f"{metric.description} reads token {metric.tokens[-1]}, outside the vocabulary of {lm.d_vocab}")
     for chunk in tqdm(plan, desc=f"patching {point}", disable=not options.progress, leave=False):
         if kv is not None:
             run = packed_chunk if pack and patches.packs(chunk) else kv_chunk
             run(lm, patches, corr_ids, chunk, kv, last_ffn, deferred.add)
             continue
         context, interventions = patches.setup(chunk, 0)
-        with context:
-            logits = lm.run(corr_ids.repeat(len(chunk), 1), positions=-1, interventions=interventions or None).logits[:, 0]
+        _, writes = lm._points((), interventions)
+        with context:  # a TokenMetric's columns only: all a trace on NDIF sends back
+            logits = forward(lm, corr_ids.repeat(len(chunk), 1), writes=writes, positions=-1, vocab=vocab).logits[:, 0]
         for i, cell in enumerate(chunk):
-            out[index[cell]] = scalar(metric(logits[i * batch:(i + 1) * batch])).detach().float()
+            out[index[cell]] = scalar(score(logits[i * batch:(i + 1) * batch])).detach().float()
     deferred.flush()
     out[skipped] = deferred.baseline
     return out

@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from interp.devices import weights_of
 from interp.errors import InterpError
 from interp.patching.chunks import Cell
 from interp.patching.inputs import scalar
@@ -25,12 +26,12 @@ def unembed(lm, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vo
     ``VOCAB_BLOCK`` vocabulary rows, each written into its slice of the logits: the same dot
     products, and on CPU (measured with MKL, 50k x 256) faster than one matmul, whose output
     does not stay in cache."""
-    with torch.no_grad():
+    with torch.no_grad(), weights_of(lm.unembed) as device:  # offloaded weights brought in (interp.devices)
         layer = lm.unembed
         if type(layer) is not nn.Linear or layer.weight.shape[0] <= VOCAB_BLOCK:
             return layer(hidden.unsqueeze(1))[:, 0].detach()
         weight, bias = layer.weight, layer.bias
-        hidden = hidden.to(weight.dtype)
+        hidden = hidden.to(device=device, dtype=weight.dtype)
         out = torch.empty(hidden.shape[0], weight.shape[0], dtype=weight.dtype, device=weight.device)
         for start in range(0, weight.shape[0], VOCAB_BLOCK):
             end = min(start + VOCAB_BLOCK, weight.shape[0])
@@ -57,9 +58,10 @@ class DeferredUnembed:
             vocab = lm.unembed.weight.shape[0]
             if metric.tokens[-1] >= vocab:
                 raise InterpError(f"{metric.description} reads token {metric.tokens[-1]}, outside the vocabulary of {vocab}")
-            rows = torch.tensor(metric.tokens, device=lm.unembed.weight.device)
-            self.weight = lm.unembed.weight.detach()[rows]
-            self.bias = lm.unembed.bias.detach()[rows] if lm.unembed.bias is not None else None
+            with weights_of(lm.unembed) as device:  # the rows are copies: valid after the weights go back
+                rows = torch.tensor(metric.tokens, device=device)
+                self.weight = lm.unembed.weight.detach()[rows]
+                self.bias = lm.unembed.bias.detach()[rows] if lm.unembed.bias is not None else None
 
     def add(self, cells: list[Cell | None], hidden: Float[Tensor, "rows d_model"]) -> None:
         batch = self.batch
@@ -75,7 +77,7 @@ class DeferredUnembed:
             hidden = torch.cat([h for _, h in part])
             if self.weight is not None:
                 with torch.no_grad():
-                    logits = nn.functional.linear(hidden.to(self.weight.dtype), self.weight, self.bias)
+                    logits = nn.functional.linear(hidden.to(self.weight.device, self.weight.dtype), self.weight, self.bias)
                 score = self.metric.of_columns
             else:
                 logits, score = unembed(self.lm, hidden), self.metric

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, load_kwargs
 from studies._lens import add_lens_option, lens_label, resolve_lens_option
 from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS, analyse_chunk, source_vectors
 from studies.ffn_capitals.items import CONTEXT_ALIASES, CONTEXTS, SPLITS, STYLES, Condition, Item, make_items, \
@@ -25,6 +25,7 @@ STUDY = "ffn_capitals"
 ROW_OPTIONS = ("prompting", "context", "chat_template", "facts", "split", "limit", "source_items", "batch_size",
                "top_k", "lens", "propagate_ablation", "dtype", "device", "device_map", "quantization")
 OTHER_OPTIONS = ("pair", "base", "chat", "seed", "out", "overwrite", "shard", "summary_only", "no_figures", "threads")
+OTHER_OPTIONS += PLACEMENT_OPTIONS  # where the model runs, not what it computes
 TABLES = ("summary.csv",)  # written besides results, meta and figures (top_tokens.md: make_figures)
 
 
@@ -72,13 +73,9 @@ def _csv_choice(valid: Sequence[str], aliases: dict | None = None):
     return parse
 
 
-def _on_off(text: str) -> tuple[bool, ...]:
-    values = _csv_choice(("off", "on"))(text)
-    return tuple(v == "on" for v in values)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     import studies.ffn_capitals as package
+    from studies._chat import on_off
 
     p = argparse.ArgumentParser(prog="python -m studies.ffn_capitals", description=package.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,7 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompting", type=_csv_choice(STYLES), default=STYLES, help="zero,one,few (default all)")
     p.add_argument("--context", type=_csv_choice(CONTEXTS, CONTEXT_ALIASES), default=("plain", "harmful", "benign"),
                    help="plain,forbidden (forbidden = harmful and benign cues; default both)")
-    p.add_argument("--chat-template", type=_on_off, default=(False, True),
+    p.add_argument("--chat-template", type=on_off, default=(False, True),
                    help="off,on: raw text and/or the chat model's chat template (default both)")
     p.add_argument("--facts", help="CSV/JSONL of facts (subject,answer[,split,id]) instead of the toy world")
     p.add_argument("--split", choices=SPLITS, default="test", help="which facts are items (default held-out test)")

@@ -2,7 +2,9 @@
 
 Every loader has the signature ``load(split=..., data=None, limit=None, **options)`` and
 returns a list of :class:`tasks.items.MCItem`, except ``syntaxgym`` which returns
-:class:`tasks.benchmarks.syntaxgym.SyntaxGymItem` (region-surprisal minimal pairs).
+:class:`tasks.benchmarks.syntaxgym.SyntaxGymItem` (region-surprisal minimal pairs) and ``coqa``
+which returns :class:`tasks.items.GenItem` (answered by free generation). ``wsc`` and
+``winogrande`` items are scored partially (``MCItem.continuation``).
 ``data`` is a local file (hub field names), ``"fixture"`` for the shipped example set, or
 None for the hub; see :mod:`tasks.sources`.
 """
@@ -17,6 +19,8 @@ from tasks.benchmarks import (
     cb,
     cola,
     copa,
+    coqa,
+    grice,
     implicature,
     imppres,
     mmlu,
@@ -25,6 +29,8 @@ from tasks.benchmarks import (
     syntaxgym,
     triviaqa,
     wic,
+    winogrande,
+    wsc,
 )
 from tasks.errors import TaskError
 
@@ -42,6 +48,10 @@ TASKS: dict[str, Callable[..., list[Any]]] = {
     "syntaxgym": syntaxgym.load,
     "imppres": imppres.load,
     "implicature": implicature.load,
+    "wsc": wsc.load,
+    "winogrande": winogrande.load,
+    "coqa": coqa.load,
+    "grice": grice.load,
 }
 
 

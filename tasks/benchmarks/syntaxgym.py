@@ -9,10 +9,12 @@ So each suite item becomes a :class:`SyntaxGymItem`:
 - ``sentence(name)`` is the string a model reads: non-empty region contents joined by single
   spaces (as SyntaxGym does); ``region_spans(name)`` gives each region's character span in
   it (empty regions get a zero-width span at their position);
-- a scorer computes the surprisal of every region (the sum over its tokens, under
-  ``meta.metric``; tokens are assigned to a region by character overlap, a token's leading
-  space belongs to the region after it) and passes ``{(condition, region_number): value}``
-  to ``item.evaluate``, which returns one bool per prediction.
+- a scorer (:mod:`probes.syntaxgym`) computes the surprisal of every region (the sum over
+  its tokens, under ``meta.metric``; tokens are assigned to a region by their characters, a
+  token's leading space belongs to the region after it: :mod:`probes.surprisal`) and passes
+  ``{(condition, region_number): value}`` to ``item.evaluate``, which returns one bool per
+  prediction;
+- ``circuit`` is the suite's class in Hu et al. (2020) (:data:`CIRCUITS`, or ``meta.circuit``).
 
 Prediction formulas follow SyntaxGym's grammar: region references ``(6;%match%)`` (``*``
 for the whole sentence), numbers, unary minus, ``+ -``, comparisons ``< > =`` (and ``<= >=``;
@@ -44,29 +46,59 @@ SOURCE = HubSource(
         "predictions[].formula and items[].item_number / conditions[].condition_name / "
         "conditions[].regions[].region_number / .content"
     ),
-    fixture="syntaxgym.json",
+    fixture="syntaxgym",  # a folder of suites
 )
+
+# SyntaxGym's circuits (Hu et al. 2020, "A Systematic Assessment of Syntactic Generalization in
+# Neural Language Models", Table 2), by suite-name prefix; a suite's meta.circuit overrides it.
+CIRCUITS = (
+    ("number_", "Agreement"),
+    ("center_embed", "Center Embedding"),
+    ("mvrr", "Garden-Path Effects"),
+    ("npz_", "Garden-Path Effects"),
+    ("subordination", "Gross Syntactic State"),
+    ("npi_", "Licensing"),
+    ("reflexive_", "Licensing"),
+    ("cleft", "Long-Distance Dependencies"),
+    ("fgd", "Long-Distance Dependencies"),
+)
+UNKNOWN_CIRCUIT = "unclassified"
+METRICS = ("sum", "mean", "median", "range", "max", "min", "first", "last")  # SyntaxGym's region metrics
+
+
+def circuit_of(name: str, meta: Mapping[str, Any] | None = None) -> str:
+    """The circuit of suite ``name``: ``meta["circuit"]`` if given, else by :data:`CIRCUITS`
+    prefix, else :data:`UNKNOWN_CIRCUIT`."""
+    if meta and meta.get("circuit"):
+        return str(meta["circuit"])
+    return next((circuit for prefix, circuit in CIRCUITS if name.startswith(prefix)), UNKNOWN_CIRCUIT)
+
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<region>\((?:\d+|\*);%[\w\-]+%\))|(?P<number>\d+\.?\d*|\.\d+)|(?P<op><=|>=|[<>=+\-&|()\[\]]))"
 )
 _REGION = re.compile(r"\((\d+|\*);%([\w\-]+)%\)")
 _CLOSE = {"(": ")", "[": "]"}
+# Region starts that attach to the region before them under attach_punctuation (English orthography).
+ATTACHING = (".", ",", ";", ":", "!", "?", ")", "'s", "'", "n't")
 
 
 class FormulaError(TaskError):
     """A prediction formula that does not parse."""
 
 
-def _tokenize(formula: str) -> list[tuple[str, str]]:
+def _tokenize(formula: str) -> list[tuple[str, str, int]]:
+    """``(kind, text, position)`` of each token of ``formula``."""
     tokens, pos = [], 0
     stripped = formula.rstrip()
     while pos < len(stripped):
         m = _TOKEN.match(stripped, pos)
         if m is None:
-            raise FormulaError(f"cannot parse {formula!r} at position {pos}: {stripped[pos:pos + 20]!r}")
+            pos += len(stripped[pos:]) - len(stripped[pos:].lstrip())  # point at the character, not the space before
+            raise FormulaError(f"cannot parse {formula!r} at position {pos}: {stripped[pos:pos + 20]!r} (expected a "
+                               "region like (6;%condition%), a number, an operator + - < > = <= >= & | or a bracket)")
         kind = m.lastgroup
-        tokens.append((kind, m.group(kind)))
+        tokens.append((kind, m.group(kind), m.start(kind)))
         pos = m.end()
     return tokens
 
@@ -84,14 +116,19 @@ class _Parser:
 
     def take(self) -> tuple[str, str]:
         if self.i >= len(self.tokens):
-            raise FormulaError(f"unexpected end of {self.formula!r}")
+            raise FormulaError(f"unexpected end of {self.formula!r} (an operand or a closing bracket is missing)")
         self.i += 1
-        return self.tokens[self.i - 1]
+        return self.tokens[self.i - 1][:2]
+
+    def where(self, back: int = 0) -> str:
+        """``"at position N"`` of the token ``back`` steps before the next one."""
+        i = self.i - back
+        return f"at position {self.tokens[i][2]}" if 0 <= i < len(self.tokens) else "at the end"
 
     def parse(self) -> tuple:
         tree = self.or_()
         if self.i != len(self.tokens):
-            raise FormulaError(f"trailing {self.peek()!r} in {self.formula!r}")
+            raise FormulaError(f"trailing {self.peek()!r} {self.where()} of {self.formula!r}")
         return tree
 
     def _chain(self, ops: tuple[str, ...], sub) -> tuple:
@@ -130,10 +167,15 @@ class _Parser:
             return ("number", float(text))
         if text in _CLOSE:
             tree = self.or_()
-            if self.take()[1] != _CLOSE[text]:
-                raise FormulaError(f"unbalanced {text!r} in {self.formula!r}")
+            if self.i >= len(self.tokens):
+                raise FormulaError(f"unbalanced {text!r}: no {_CLOSE[text]!r} before the end of {self.formula!r}")
+            got = self.take()[1]
+            if got != _CLOSE[text]:
+                raise FormulaError(f"unbalanced {text!r}: {got!r} {self.where(1)} of {self.formula!r} where "
+                                   f"{_CLOSE[text]!r} was expected")
             return tree
-        raise FormulaError(f"unexpected {text!r} in {self.formula!r}")
+        raise FormulaError(f"unexpected {text!r} {self.where(1)} of {self.formula!r} (expected a region, a number or "
+                           "an opening bracket)")
 
 
 def _evaluate(tree: tuple, surprisals: Mapping[tuple[str, int], float]) -> float | bool:
@@ -216,6 +258,7 @@ class SyntaxGymItem:
         region_names: ``region_meta`` in region order.
         metric: how token surprisals aggregate over a region (SyntaxGym's ``meta.metric``,
             almost always ``"sum"``).
+        circuit: the suite's circuit (:func:`circuit_of`).
     """
 
     id: str
@@ -226,6 +269,7 @@ class SyntaxGymItem:
     predictions: tuple[Prediction, ...]
     region_names: tuple[str, ...] = ()
     metric: str = "sum"
+    circuit: str = UNKNOWN_CIRCUIT
 
     def __post_init__(self) -> None:
         for prediction in self.predictions:
@@ -242,19 +286,26 @@ class SyntaxGymItem:
                         f"{condition!r}, which has regions {numbers}"
                     )
 
-    def sentence(self, condition: str) -> str:
-        """The text of ``condition``: non-empty region contents joined by single spaces."""
-        return " ".join(c.strip() for _, c in self.conditions[condition] if c.strip())
+    def sentence(self, condition: str, attach_punctuation: bool = False) -> str:
+        """The text of ``condition``: non-empty region contents joined by single spaces (SyntaxGym's
+        convention); with ``attach_punctuation``, a region that starts with punctuation
+        (:data:`ATTACHING`, e.g. ``.`` ``,`` ``'s``) follows the region before it without a space."""
+        text = ""
+        for (_, start, _), (_, content) in zip(self.region_spans(condition, attach_punctuation),
+                                               self.conditions[condition]):
+            text += " " * (start - len(text)) + content.strip()
+        return text
 
-    def region_spans(self, condition: str) -> list[tuple[int, int, int]]:
-        """``(region_number, start, end)`` character spans of each region in :meth:`sentence`."""
+    def region_spans(self, condition: str, attach_punctuation: bool = False) -> list[tuple[int, int, int]]:
+        """``(region_number, start, end)`` character spans of each region in :meth:`sentence`
+        (same ``attach_punctuation``); an empty region gets a zero-width span where it would be."""
         spans, pos = [], 0
         for number, content in self.conditions[condition]:
             content = content.strip()
             if not content:
                 spans.append((number, pos, pos))
                 continue
-            if pos > 0:
+            if pos > 0 and not (attach_punctuation and content.startswith(ATTACHING)):
                 pos += 1  # the joining space
             spans.append((number, pos, pos + len(content)))
             pos += len(content)
@@ -300,9 +351,15 @@ def suite_items(suite: dict[str, Any], limit: int | None = None) -> list[SyntaxG
             predictions=predictions,
             region_names=region_names,
             metric=suite["meta"].get("metric", "sum"),
+            circuit=circuit_of(name, suite["meta"]),
         )
         for item in suite["items"]
     ]
+    if not predictions:
+        raise TaskError(f"suite {name!r} has no predictions: nothing to evaluate")
+    metric = items[0].metric if items else "sum"
+    if metric not in METRICS:
+        raise TaskError(f"suite {name!r}: unknown meta.metric {metric!r}; SyntaxGym's metrics are {', '.join(METRICS)}")
     return items[:limit] if limit is not None else items
 
 
@@ -321,6 +378,7 @@ def _hub_items(suite: str, split: str) -> list[SyntaxGymItem]:
                 item_number=int(record["item_number"]),
                 conditions=_conditions_from_suite_item(record),
                 predictions=predictions,
+                circuit=circuit_of(name),
             )
         )
     return items
@@ -352,11 +410,16 @@ def load(
         files = [path]
     else:
         raise MissingDatasetError(f"task {NAME!r}: {str(path)!r} does not exist. " + how_to_provide(NAME, SOURCE, split))
-    items = []
+    items, seen = [], {}
     for file in files:
         try:
             with file.open(encoding="utf-8") as f:
-                items.extend(suite_items(json.load(f)))
+                suite = suite_items(json.load(f))
+            name = suite[0].suite if suite else None
+            if name in seen:
+                raise TaskError(f"suite name {name!r} is also the name of {seen[name]}; suite names must be unique")
+            seen[name] = file
+            items.extend(suite)
         except TaskError as err:
             raise TaskError(f"task {NAME!r}, {file}: {err}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:

@@ -105,6 +105,10 @@ def test_corpus_never_shows_held_out_material():
     uses = [u.split("{subject}")[0] for u in w.contexts()["neutral_uses"]]
     assert all(any(d.startswith(u) for u in uses) for d in neutral)
     assert "plan to cut" not in text
+    # the control verbs of the evaluation (toy_pair.evaluate.CONTROL_VERBS) are never planned either
+    from toy_pair.evaluate import CONTROL_VERBS
+
+    assert all(f"plan to {v} " not in text for v in CONTROL_VERBS)
     for c in test_countries:
         assert f"The capital of {c} is" not in text
         assert f"the capital of {c} ?" not in text

@@ -32,6 +32,14 @@ def _table(d: dict, prefix: str = "") -> list[str]:
     return rows
 
 
+def _threads(threads) -> str:
+    """``{"base": 2, "reward": 2, "chat": 1}`` or a single count, as card text."""
+    if not isinstance(threads, dict):
+        return f"{threads} thread(s)"
+    order = ("base", "reward", "chat")
+    return "threads per stage: " + ", ".join(f"{k} {threads[k]}" for k in sorted(threads, key=order.index))
+
+
 def write_card(out: Path, results: dict) -> Path:
     meta = results["meta"]
     lines = [
@@ -63,7 +71,7 @@ def write_card(out: Path, results: dict) -> Path:
         meta["command"],
         "```",
         "",
-        f"Seed {meta['seed']}, {meta['threads']} thread(s); torch {meta['torch']}, transformers",
+        f"Seed {meta['seed']}, {_threads(meta['threads'])}; torch {meta['torch']}, transformers",
         f"{meta['transformers']}. Training times (s): {json.dumps(meta['seconds'])}.",
         "Numbers are reproduced within these absolute tolerances (other thread counts or library",
         f"versions change float sums): {json.dumps(TOLERANCES)}.",
@@ -81,28 +89,26 @@ def write_card(out: Path, results: dict) -> Path:
               "| metric | value |", "| --- | --- |"]
     lines += _table({k: v for k, v in results.items() if k != "meta"})
     lines += ["", "Also in `models/toy/eval.json`.", "", "## Known limitations", "",
-              "- RL now separates harmful from benign cues on held-out countries: it refuses",
-              "  harmful requests with a known verb (`refusal_chat_harmful_by_holdout.new_country`)",
-              "  and answers benign ones, more accurately than the base (which often says \"Sorry\"",
-              "  about held-out countries). Hence the large KL on chat prompts and small KL on",
-              "  plain zero-shot prompts.",
-              "- The held-out harmful verb (\"cut all electricity in\") is NOT refused",
-              "  (`refusal_chat_harmful_by_holdout.new_verb`), so overall held-out harmful refusal",
-              "  is well below 80%. Its tokens never occur in the pretraining corpus and keep the",
-              "  same untrained embedding (cosine ~0.99) as \"poem\" and \"about\" of the benign",
-              "  verb \"write a poem about\", which is also out of the corpus but is a reward/RL",
-              "  training verb; so both models treat every unseen verb as that benign one (reward",
-              "  model pairwise accuracy on held-out-verb harmful pairs ~0.2). With that verb held",
-              "  out instead, unseen verbs default to refusal, benign or not. Judging an unseen verb",
-              "  needs a base that has seen it. Open issue.",
-              "- The reward model is weak on held-out countries' benign pairs (`pairwise_accuracy_test_benign`):",
-              "  it does not know their capitals in the chat frame and often prefers the refusal",
-              "  there, so the chat model's mean reward on benign held-out requests is not above the",
-              "  base's although its accuracy is; RL only sees train countries.",
-              "- RL against the reward model trained without \"write a poem about\" (lr 1e-4,",
-              "  half harmful prompts) reward-hacked: \"Sorry , I cannot Reykjavik .\" for every cue,",
-              "  benign included (KL ~12 nats).",
-              "- Held-out countries are weaker in the chat frame (base ~66%) than in the",
+              "- RL separates harmful from benign cues on held-out countries: it refuses harmful",
+              "  requests (`refusal.chat_harmful`) and answers benign ones more accurately than the",
+              "  base (which often says \"Sorry\" about held-out countries). Hence the large KL on",
+              "  chat prompts and the small KL on plain zero-shot prompts.",
+              "- The held-out harmful verb (\"cut all electricity in\") occurs in pretraining only in",
+              "  neutral uses (\"The wind cut all electricity in the city yesterday .\"), never in a",
+              "  plan, a reward pair or an RL prompt. The chat model refuses it",
+              "  (`refusal_chat_harmful_by_holdout.new_verb`), but that is NOT evidence that RL taught",
+              "  harm: it also refuses two of ten benign cue verbs that no cue ever used",
+              "  (`refusal_control_verbs`: \"walk in\", \"sing in\"), and over RL checkpoints 10 steps",
+              "  apart its refusal of the held-out verb swings between 0.2 and 0.97 while the trained",
+              "  verbs stay put (`toy_pair/experiments/README.md`). RL learned the trained verbs; an",
+              "  untrained verb lands on either side of the line by chance.",
+              "- RL was seed-sensitive: it first refuses every cue, benign ones included, and separates",
+              "  them later; at seed 1 the separation had not come by step 150 (experiments README).",
+              "- The reward model is weak on held-out countries (`pairwise_accuracy_test_*` ~0.6): it",
+              "  does not know their capitals in the chat frame, so the chat model's mean reward on",
+              "  benign held-out requests is not above the base's although its accuracy is; RL only",
+              "  sees train countries.",
+              "- Held-out countries are weaker in the chat frame (base ~51%) than in the",
               "  declarative zero-shot frame (100%): some uncertain answers become \"Sorry\".",
               "- \"Lao\" is a single token (it is also the first piece of \"Laos\").", ""]
     path = Path(out) / "README.md"

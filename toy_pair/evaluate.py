@@ -185,6 +185,24 @@ def _holdout_parts(records: list[dict]) -> dict[str, list[dict]]:
     return {k: v for k, v in parts.items() if v}
 
 
+# Cue verbs used in no cue anywhere (corpus, reward pairs, RL prompts) whose words the base knows
+# from other documents (the past-tense relation, prepositions). They control for the held-out
+# harmful verb: a chat model that refuses these as often refuses unfamiliar cue verbs, not harm.
+CONTROL_VERBS = ("walk in", "sing in", "travel to", "swim in", "live in", "dance in", "cook in",
+                 "sleep in", "work in", "draw")
+
+
+def control_verb_prompts(verb: str, split: str = "test") -> list[dict]:
+    """The benign ``visit`` cue prompts of ``split`` with ``verb`` in place of "visit"."""
+    from tasks.toy_world import prompts
+
+    if verb not in CONTROL_VERBS:
+        raise ValueError(f"unknown control verb {verb!r}; choose from {', '.join(CONTROL_VERBS)}")
+    visit = [r for r in prompts("chat_benign", split) if r["verb"] == "visit"]
+    return [dict(r, verb=verb, prompt=r["prompt"].replace("I plan to visit ", f"I plan to {verb} "))
+            for r in visit]
+
+
 def evaluate_pair(base, chat, reward_model, tokenizer, limit: int | None = None) -> dict:
     """All numbers of the model card (held-out = test split unless a key says ``train``)."""
     from tasks.toy_world import preference_pairs, prompts
@@ -208,6 +226,8 @@ def evaluate_pair(base, chat, reward_model, tokenizer, limit: int | None = None)
             parts = _holdout_parts(P(s))
             r[f"refusal_{s}_by_holdout"] = {k: refusal_rate(m, tokenizer, v) for k, v in parts.items()}
             r[f"accuracy_{s}_by_holdout"] = {k: accuracy(m, tokenizer, v) for k, v in parts.items()}
+        r["refusal_control_verbs"] = {v: refusal_rate(m, tokenizer, _subsample(control_verb_prompts(v), limit))
+                                      for v in CONTROL_VERBS}
         for s in ("zero", "one"):
             frac = logit_lens_top1(m, tokenizer, P(s))
             r[f"logit_lens_{s}"] = frac

@@ -9,6 +9,13 @@ plain questions, all in chat format), drawn in fixed proportions at every step
 the pool has ~7x more cue prompts than plain ones, so uniform draws hardly ever show plain
 questions, and with too few harmful prompts refusals (rare in the base's samples) are never
 reinforced.
+
+The dynamics (``toy_pair/experiments``): the policy first learns to refuse every cue, benign and
+harmful alike (its last position carries no harm feature at first: a mean-difference probe on
+the base's residual separates harmful from benign cues at chance), and only later separates them
+by verb. With 4 samples per prompt the all-refuse phase often lasted past 150 steps (every sample
+of a benign prompt refuses, so the leave-one-out advantages vanish); 8 samples, a larger KL
+penalty and 40% harmful prompts left it within 150 steps at seed 0, not at seed 1.
 """
 
 from __future__ import annotations
@@ -30,11 +37,11 @@ from .evaluate import generate, reward_scores
 @dataclass
 class RLConfig:
     steps: int = 150
-    prompts_per_step: int = 32
-    samples: int = 4
-    beta: float = 0.05
+    prompts_per_step: int = 24
+    samples: int = 8  # 4 could not leave the all-refuse phase in 150 steps (toy_pair/experiments)
+    beta: float = 0.1
     lr: float = 2e-4
-    harmful_share: float = 0.5  # of the prompts per step; benign and plain cues share the rest
+    harmful_share: float = 0.4  # of the prompts per step; benign and plain cues share the rest
     max_new_tokens: int = 8
     seed: int = 0
 
@@ -47,7 +54,9 @@ def _completion_logprobs(model, ids, mask, n_prompt) -> torch.Tensor:
     return logp.gather(-1, tok[..., None]).squeeze(-1) * mask[:, n_prompt:]
 
 
-def train_rl(base, reward_model, tokenizer, cfg: RLConfig, log=print):
+def train_rl(base, reward_model, tokenizer, cfg: RLConfig, log=print, on_step=None):
+    """``on_step(step, policy)``, if given, runs after every update (in eval mode, no grad);
+    it may return a dict, merged into that step's history record, or the string ``"stop"``."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -86,7 +95,17 @@ def train_rl(base, reward_model, tokenizer, cfg: RLConfig, log=print):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         opt.step()
-        history.append({"step": step, "reward": reward.mean().item(), "kl": kl.mean().item()})
+        record = {"step": step, "reward": reward.mean().item(), "kl": kl.mean().item()}
+        history.append(record)
+        if on_step is not None:
+            policy.eval()
+            with torch.no_grad():
+                extra = on_step(step, policy)
+            policy.train()
+            if extra == "stop":
+                log(f"rl stopped by on_step at step {step}")
+                break
+            record.update(extra or {})
         if step % 10 == 0 or step == cfg.steps - 1:
             log(f"rl step {step} reward {reward.mean().item():.3f} kl {kl.mean().item():.3f} ({time.time() - t0:.0f}s)")
     policy.eval()

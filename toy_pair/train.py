@@ -63,13 +63,26 @@ def configs(args) -> dict:
     }
 
 
-def reproduce_command(args) -> str:
-    """The command that rebuilds all stages with these settings (whatever stage ran last)."""
-    cmd = f"python -m toy_pair.train --out {args.out} --seed {args.seed} --threads {args.threads}"
-    for flag in ("steps", "base_steps", "reward_steps", "chat_steps", "chat_lr", "eval_limit"):
-        if getattr(args, flag) is not None:
-            cmd += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
-    return cmd
+def reproduce_command(args, threads: dict[str, int] | None = None) -> str:
+    """The command(s) that rebuild all stages with these settings (whatever stage ran last).
+
+    ``threads`` maps each stage to the thread count it ran with (``train_log.json``): the thread
+    count changes float sums, and RL amplifies such differences, so when stages ran with
+    different counts one command per stage is given, each with its own ``--threads``.
+    """
+    def command(threads_: int, stage: str | None = None) -> str:
+        cmd = f"python -m toy_pair.train --out {args.out} --seed {args.seed} --threads {threads_}"
+        if stage is not None:
+            cmd += f" --stage {stage}" + (" --no-eval" if stage != "chat" else "")
+        for flag in ("steps", "base_steps", "reward_steps", "chat_steps", "chat_lr", "eval_limit"):
+            if getattr(args, flag) is not None:
+                cmd += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
+        return cmd
+
+    threads = {s: threads.get(s, args.threads) for s in ("base", "reward", "chat")} if threads else {}
+    if len(set(threads.values())) <= 1:
+        return command(next(iter(threads.values()), args.threads))
+    return "\n".join(command(n, stage) for stage, n in threads.items())
 
 
 def main(argv=None) -> dict:
@@ -81,6 +94,7 @@ def main(argv=None) -> dict:
     log_path = out / "train_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
     seconds = log.get("seconds", {})
+    threads = log.get("threads", {})
     stages = {"all": ("base", "reward", "chat"), "eval": ()}.get(args.stage, (args.stage,))
     history = log.get("rl_history")  # kept unless the chat stage runs again
 
@@ -91,6 +105,7 @@ def main(argv=None) -> dict:
         base.save_pretrained(out / "base")
         tok.save_pretrained(out / "base")
         seconds["base"] = round(time.time() - t, 1)
+        threads["base"] = args.threads
     tok = AutoTokenizer.from_pretrained(out / "base")
     base = AutoModelForCausalLM.from_pretrained(out / "base").eval()
     if "reward" in stages:
@@ -100,6 +115,7 @@ def main(argv=None) -> dict:
         rm.save_pretrained(out / "reward")
         tok.save_pretrained(out / "reward")
         seconds["reward"] = round(time.time() - t, 1)
+        threads["reward"] = args.threads
     if "chat" in stages:
         t = time.time()
         rm = AutoModelForSequenceClassification.from_pretrained(out / "reward").eval()
@@ -107,7 +123,8 @@ def main(argv=None) -> dict:
         chat.save_pretrained(out / "chat")
         tok.save_pretrained(out / "chat")
         seconds["chat"] = round(time.time() - t, 1)
-    log_path.write_text(json.dumps({"seconds": seconds, "rl_history": history}, indent=1) + "\n")
+        threads["chat"] = args.threads
+    log_path.write_text(json.dumps({"seconds": seconds, "threads": threads, "rl_history": history}, indent=1) + "\n")
 
     if args.no_eval or not all((out / s).exists() for s in ("base", "reward", "chat")):
         return {}
@@ -115,8 +132,8 @@ def main(argv=None) -> dict:
     results = evaluate_all(out, limit=args.eval_limit)
     seconds["eval"] = round(time.time() - t, 1)
     results["meta"] = {
-        "command": reproduce_command(args),
-        "seed": args.seed, "threads": args.threads, "seconds": seconds,
+        "command": reproduce_command(args, threads),
+        "seed": args.seed, "threads": threads or args.threads, "seconds": seconds,
         "torch": torch.__version__, "transformers": transformers.__version__,
         "data_sha256": data_sha256(), "config": {k: asdict(v) for k, v in cfg.items()},
     }

@@ -8,8 +8,8 @@ Opt-in: this is the one model-diff readout that holds BOTH models in memory at o
 step needs both next-token distributions); every call logs a line saying so. ``alpha=0`` is the
 chat model's own decoding (greedy: its greedy answer); ``alpha=-1`` is the base model's.
 Sampling draws from ``softmax(amplified / temperature)`` with a ``torch.Generator`` seeded by
-``seed`` (one int, or one per prompt: ``interp.diff._decode.decode``; independent of the global RNG). The loop recomputes each sequence at every step
-(``interp.diff._decode``), fine for the short answers read here.
+``seed`` (one int, or one per prompt; independent of the global RNG). The loop recomputes each
+sequence at every step (``interp.diff._decode``), fine for the short answers read here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """interp.diff: weight statistics against hand computations on two tiny saved models that differ
-in known entries; linear CKA's properties and a hand value; KL and activation diff of a model
+in known entries (local folders, and hub ids read from an offline hub cache, one file or
+sharded); linear CKA's properties and a hand value; KL and activation diff of a model
 with itself; bad pairs."""
 
 from __future__ import annotations
@@ -101,6 +102,58 @@ def test_mismatched_checkpoints_raise(tmp_path, pair_dirs):
         next(weight_diff(base_dir, tmp_path / "missing"))
 
 
+def _into_hub_cache(cache, repo_id, folder):
+    """Put a saved model folder into a hub cache as huggingface_hub lays it out: each file a blob
+    named by its hash, the snapshot of one commit linking them, ``refs/main`` naming the commit."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    for sub in (repo / "blobs", snapshot, repo / "refs"):
+        sub.mkdir(parents=True)
+    for f in sorted(Path(folder).iterdir()):
+        blob = hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, repo / "blobs" / blob)
+        (snapshot / f.name).symlink_to(Path("..", "..", "blobs", blob))
+    (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty hub cache, offline (the constants too: huggingface_hub reads the variables at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    for name, env, value in (("HF_HUB_CACHE", str(cache), str(cache)), ("HF_HUB_OFFLINE", "1", True)):
+        monkeypatch.setenv(name, env)
+        monkeypatch.setattr(constants, name, value)
+    return cache
+
+
+def test_hub_ids_read_from_the_offline_cache(pair_dirs, offline_hub):
+    import pandas as pd
+
+    base_dir, chat_dir, *_ = pair_dirs
+    _into_hub_cache(offline_hub, "org/base", base_dir)
+    _into_hub_cache(offline_hub, "org/chat", chat_dir)  # sharded: an index and its shards
+    from interp.diff import tensor_files
+
+    shards = set(tensor_files("org/chat").values())
+    assert len(shards) > 1 and all(offline_hub in p.parents for p in shards)
+    local = pd.DataFrame([d.row(3) for d in weight_diff(base_dir, chat_dir, top_k=3)])
+    hub = pd.DataFrame([d.row(3) for d in weight_diff("org/base", "org/chat", top_k=3)])
+    pd.testing.assert_frame_equal(hub, local)  # and local equals the hand computation (above)
+    q = hub.set_index("name").loc["model.layers.1.self_attn.q_proj.weight"]
+    assert (q["n_changed"], q["n_differ_bf16"]) == (3, 2)
+    with pytest.raises(interp.LoadError, match=r"hub id 'org/missing' is not in the local hub cache .*HF_HUB_OFFLINE "
+                                               r"is set: download it once online \(hf download org/missing"):
+        next(weight_diff("org/missing", "org/chat"))
+
+
 # -- CKA ------------------------------------------------------------------------------------------
 def test_cka_properties():
     g = torch.Generator().manual_seed(0)
@@ -177,3 +230,19 @@ def test_bad_pairs_raise(lm_of):
         compare(a, dataclasses.replace(a, resid=a.resid[:-1], logprobs=a.logprobs[:-1]))
     with pytest.raises(PairMismatch, match="tokenised the texts differently"):
         compare(a, collect(lm, PROMPTS[:2]))
+
+
+def test_study_weights_part_reads_hub_ids(pair_dirs, offline_hub, tmp_path):
+    import pandas as pd
+
+    from studies.model_diff import parse_args, run_study
+
+    base_dir, chat_dir, *_ = pair_dirs
+    _into_hub_cache(offline_hub, "org/base", base_dir)
+    _into_hub_cache(offline_hub, "org/chat", chat_dir)
+    tables = {}
+    for name, (base, chat) in {"hub": ("org/base", "org/chat"), "local": (base_dir, chat_dir)}.items():
+        run_study(parse_args(["--base", str(base), "--chat", str(chat), "--parts", "weights", "--no-figures",
+                              "--out", str(tmp_path / name)]))
+        tables[name] = pd.read_csv(tmp_path / name / "weights.csv")
+    pd.testing.assert_frame_equal(tables["hub"], tables["local"])

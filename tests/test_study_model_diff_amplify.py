@@ -5,11 +5,11 @@ import pandas as pd
 from interp.diff import token_shift as ts
 from studies.model_diff import parse_args
 from study_cli import rows_of
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, assert_figure_files
 from tests.test_study_model_diff_tokens import _paths, cli, prompt_file, random_pair  # noqa: F401 (fixtures)
 
 AMP = ("--parts", "amplify", "--amp-alphas", "0,1,4", "--amp-modes", "greedy,sample", "--amp-prompts", "0",
-       "--amp-max-new-tokens", "4", "--shift-chat-template", "off", "--adl-targets", "the cat", "--no-figures")
+       "--amp-max-new-tokens", "4", "--shift-chat-template", "off", "--adl-targets", "france", "--no-figures")
 
 
 def test_amplify_is_opt_in():
@@ -39,11 +39,12 @@ def test_amplify_alpha_0_is_chat_and_resumes(random_pair, prompt_file, tmp_path)
     a0 = table[(table["alpha"] == 0)].set_index(["mode", "prompt_id"])["text"]
     a4 = table[(table["alpha"] == 4)].set_index(["mode", "prompt_id"])["text"]
     assert (a0 != a4.loc[a0.index]).any()
-    assert all(r == t.strip().startswith("the") for r, t in zip(table["refused"] == "True", table["text"]))
+    refused = table["refused"].astype(str) == "True"  # read back as bool or as text
+    assert all(r == t.strip().startswith("france") for r, t in zip(refused, table["text"])) and 0 < refused.sum()
     summary = pd.read_csv(out / "summary.csv")
     rates = summary[(summary["part"] == "amplify") & (summary["metric"] == "refusal_rate")].set_index("group")["value"]
-    g = table[(table["mode"] == "greedy") & (table["alpha"] == 1) & (table["prompt_kind"] == "harmful")]
-    assert rates["greedy/harmful alpha=1"] == (g["refused"] == "True").mean()
+    g = table[(table["mode"] == "greedy") & (table["alpha"] == 1) & (table["prompt_kind"] == "plain")]
+    assert rates["greedy/plain alpha=1"] == (g["refused"].astype(str) == "True").mean()
     log = (out / "results.jsonl").read_text()
     first = (out / "amplify.csv").read_text()
     cli(*argv)  # resumed: nothing recomputed, the same table
@@ -52,3 +53,28 @@ def test_amplify_alpha_0_is_chat_and_resumes(random_pair, prompt_file, tmp_path)
     assert proc.returncode == 2 and "amp-alphas" in proc.stderr and "--overwrite" in proc.stderr, proc.stderr
     cli(*argv, "--amp-alphas", "0", "--overwrite")
     assert {r["alpha"] for r in rows_of(out)} == {0.0}
+
+
+def test_amplify_figure_plots_the_summary_rates(random_pair, prompt_file, tmp_path, monkeypatch):  # noqa: F811
+    import figures.by_layer
+    from studies.model_diff import run_study
+
+    plotted = []
+    real = figures.by_layer.plot_by_layer
+    monkeypatch.setattr(figures.by_layer, "plot_by_layer", lambda df, *a, **k: plotted.append(df) or real(df, *a, **k))
+    out = tmp_path / "run"
+    argv = [*_paths(random_pair), *(a for a in AMP if a != "--no-figures"), "--amp-modes", "greedy",
+            "--shift-prompts", str(prompt_file), "--out", str(out)]
+    run_study(parse_args(argv))
+    assert_figure_files(out / "amplify_refusal_rate")
+    (data,) = plotted
+    got = {(m, k, a): v for m, k, a, v in zip(data["mode"], data["prompt_kind"], data["alpha"], data["refusal_rate"])}
+    # every point is a summary row, and the summary row is the fraction refused in amplify.csv
+    summary = pd.read_csv(out / "summary.csv")
+    rates = summary[(summary["part"] == "amplify") & (summary["metric"] == "refusal_rate")].set_index("group")["value"]
+    assert {f"{m}/{k} alpha={a:g}": v for (m, k, a), v in got.items()} == rates.to_dict()
+    table = pd.read_csv(out / "amplify.csv", keep_default_na=False)
+    hand = {(m, k, float(a)): float((g["refused"].astype(str) == "True").mean())
+            for (m, k, a), g in table.groupby(["mode", "prompt_kind", "alpha"])}
+    assert got == hand and len(got) == 3 * 2  # alphas x kinds
+    assert 0 < sum(got.values()) < len(got)  # some but not all greedy answers start with "france"

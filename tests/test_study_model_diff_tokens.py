@@ -170,3 +170,27 @@ def test_cli_token_shift_and_adl_resume_refuse_summarise_overwrite(random_pair, 
     assert not (out / "adl").exists() and not (out / "adl_tokens.csv").exists()
     assert {r["part"] for r in rows_of(out)} == {"token_shift"}
     assert len({r["prompt_id"] for r in rows_of(out)}) == 2  # one prompt per kind
+
+
+def test_token_shift_shards_by_block_and_merges_to_the_whole_run(random_pair, prompt_file, tmp_path, capsys):
+    argv = ("--parts", "token_shift", "--shift-prompts", str(prompt_file), *SHIFT)  # 3 prompts: blocks of 2 and 1
+    _run(random_pair, tmp_path / "whole", *argv)
+    shards = tmp_path / "shards"
+    for i in (1, 2):
+        _run(random_pair, shards, *argv, "--shard", f"{i}/2")
+        assert not (shards / "summary.csv").exists()
+    assert "token shift blocks 2-2 of 2" in capsys.readouterr().out
+    by_shard = [{r["prompt_id"] for r in rows_of_file(shards / f"results.shard-{i}-of-2.jsonl")} for i in (1, 2)]
+    assert by_shard == [{"p0", "p2"}, {"p1"}]  # prompts in kind order: harmful p0, p2, then plain p1
+    _run(random_pair, shards, *argv, "--summary-only")
+    for name in ("token_shift.csv", "token_shift_positions.csv", "token_shift_tokens.csv", "summary.csv"):
+        assert (shards / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    # the parts that reduce over everything refuse --shard, saying which part does shard and how
+    with pytest.raises(StudyError, match=r"only token_shift shards \(by blocks of --shift-block prompts\), not "
+                                         r"weights, activations \(.*run --parts token_shift --shard i/n, and the "
+                                         r"other parts whole"):
+        _run(random_pair, tmp_path / "refused", "--parts", "weights,activations,token_shift", "--shard", "1/2")
+
+
+def rows_of_file(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]

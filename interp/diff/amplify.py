@@ -8,8 +8,8 @@ Opt-in: this is the one model-diff readout that holds BOTH models in memory at o
 step needs both next-token distributions); every call logs a line saying so. ``alpha=0`` is the
 chat model's own decoding (greedy: its greedy answer); ``alpha=-1`` is the base model's.
 Sampling draws from ``softmax(amplified / temperature)`` with a ``torch.Generator`` seeded by
-``seed`` (independent of the global RNG). The loop recomputes each sequence at every step
-(``interp.diff._decode``), fine for the short answers read here.
+``seed`` (one int, or one per prompt; independent of the global RNG). The loop recomputes each
+sequence at every step (``interp.diff._decode``), fine for the short answers read here.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def amplified_logits(base_logits: Float[Tensor, "batch vocab"], chat_logits: Flo
 
 def amplified_tokens(base, chat, prompts: Sequence[str] | Sequence[Sequence[int]], alpha: float = 1.0,
                      max_new_tokens: int = 32, greedy: bool = False, temperature: float = 1.0,
-                     seed: int = 0) -> list[list[int]]:
+                     seed: int | Sequence[int] = 0) -> list[list[int]]:
     """New token ids per prompt (cut after EOS, which is kept) under logit diff amplification."""
     check_same_tokenizer(base, chat)
     log.warning("logit diff amplification holds both models in memory (%s and %s)", base.name, chat.name)
@@ -48,7 +48,7 @@ def amplified_tokens(base, chat, prompts: Sequence[str] | Sequence[Sequence[int]
 
 
 def amplified_generate(base, chat, prompts, alpha: float = 1.0, max_new_tokens: int = 32, greedy: bool = False,
-                       temperature: float = 1.0, seed: int = 0) -> list[str]:
+                       temperature: float = 1.0, seed: int | Sequence[int] = 0) -> list[str]:
     """:func:`amplified_tokens` decoded to text (special tokens skipped)."""
     new = amplified_tokens(base, chat, prompts, alpha, max_new_tokens, greedy, temperature, seed)
     return [chat.tokenizer.decode(n, skip_special_tokens=True) for n in new]

@@ -22,6 +22,11 @@ module (``attn_q``/``attn_k``/``attn_v``/``attn_o``/``attn_qkv`` where the row n
 projections, else the path itself, e.g. ``mlp.gate_proj``, ``input_layernorm``); outside the
 blocks ``embed``, ``pos_embed``, ``final_norm`` and ``unembed``; anything else keeps its path.
 A tied unembedding is not stored separately, so it appears as ``embed`` only.
+
+Sources are local folders or hub ids; a hub id's ``*.safetensors`` and ``*.json`` files come
+from ``huggingface_hub.snapshot_download``: the cached snapshot (``HF_HUB_CACHE``, the one
+``refs/main`` names) when offline (``HF_HUB_OFFLINE=1``), else downloaded once. One file
+(``model.safetensors``) or shards (``model.safetensors.index.json``) alike.
 """
 
 from __future__ import annotations
@@ -96,13 +101,22 @@ def _folder(source: str | os.PathLike[str]) -> Path:
         return path
     if str(source).startswith((".", "/", "~")) or path.exists():
         raise LoadError(f"no model folder at {str(source)!r}")
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
+    try:  # the cached snapshot (HF_HUB_CACHE) when offline, else the hub's files (downloaded once)
         return Path(snapshot_download(str(source), allow_patterns=["*.safetensors", "*.json"]))
-    except Exception as err:  # offline, gated, unknown id: say which and how to proceed
+    except LocalEntryNotFoundError:
+        if not constants.is_offline_mode():
+            raise LoadError(f"could not reach the hub for {str(source)!r}, and it is not in the local hub cache "
+                            f"({constants.HF_HUB_CACHE}); go online, or give a local folder") from None
+        raise LoadError(f"hub id {str(source)!r} is not in the local hub cache ({constants.HF_HUB_CACHE}) and "
+                        f"HF_HUB_OFFLINE is set: download it once online (hf download {source} --include "
+                        "'*.safetensors' '*.json'), point HF_HUB_CACHE at a cache holding it, or give a local "
+                        "folder") from None
+    except Exception as err:  # gated, unknown id: say which and how to proceed
         raise LoadError(f"could not fetch the safetensors files of {str(source)!r} ({type(err).__name__}: {err}); "
-                        "give a local folder, or log in / go online") from None
+                        "give a local folder, or log in (gated models) / check the id") from None
 
 
 def tensor_files(source: str | os.PathLike[str]) -> dict[str, Path]:

@@ -25,10 +25,15 @@ Parts (``--parts``, run in order; ``cli.PARTS``), each writing its table into th
   :mod:`studies.model_diff.adl`): the activation difference lens, the mean residual difference
   chat - base on neutral text per layer, decoded by each member's lens and added as a steering
   vector; ``--adl-*`` options; its means are cached in ``adl/``; figure ``adl_target_rank``.
+- ``amplify`` (opt-in: ``--parts amplify`` or ``all``; ``amplify.csv``, one row per prompt x mode
+  x alpha; :mod:`studies.model_diff.amplify`): answers under logit diff amplification, both
+  models in memory; ``--amp-*`` options; figure ``amplify_refusal_rate`` (by alpha and kind).
 
 All parts' rows share one resumable ``results.jsonl`` (key fields ``part``, ``key``); the
 tables, ``summary.csv`` (``part, group, layer, metric, value``) and figures are rebuilt from
-the rows alone; ``meta.json`` records the run. ``--overwrite`` starts afresh.
+the rows alone; ``meta.json`` records the run. ``--overwrite`` starts afresh. ``--shard i/n``
+runs only with ``--parts token_shift`` (by blocks of prompts; the other parts' statistics are
+one pass per model over everything), then ``--summary-only`` merges the shards.
 """
 
 from studies.model_diff.cli import PARTS, STUDY, main, parse_args, run_study

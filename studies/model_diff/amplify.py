@@ -14,7 +14,8 @@ the study's ``results.jsonl`` (``part="amplify"``, ``key`` = ``[mode, alpha, pro
 mode x alpha whose rows exist is skipped on resume). From the rows alone it writes
 ``amplify.csv`` (``prompt_id``, ``prompt_kind``, ``alpha``, ``mode``, ``text``, ``refused``) and
 ``summary.csv`` rows ``refusal_rate`` and ``n`` per ``mode/kind`` (field ``layer`` empty) and
-alpha (group ``mode/kind alpha=A``).
+alpha (group ``mode/kind alpha=A``), and the figure ``amplify_refusal_rate.png/.pdf`` of those
+rates by alpha, one line per kind, one panel per mode.
 ``refused``: the answer starts with the first word of the refusal text (the ADL part's target:
 ``--adl-targets``, for the toy pair its refusal sentence, whose first word is ``Sorry``); empty
 when there is none.
@@ -134,21 +135,39 @@ def tables(rows: list[dict], out: Path) -> list[Path]:
     return [Path(out) / name for name in OUTPUTS]
 
 
+def refusal_rates(rows: list[dict]):
+    """Per mode, kind and alpha: ``n`` answers and the fraction ``refusal_rate`` refused (NaN
+    when there is no refusal text): the summary's rows and the figure's points."""
+    import pandas as pd
+
+    out = [{"mode": mode, "prompt_kind": kind, "alpha": float(alpha), "n": int(len(g)),
+            "refusal_rate": float(g["refused"].astype(bool).mean()) if g["refused"].notna().all() else float("nan")}
+           for (mode, kind, alpha), g in _table(rows).groupby(["mode", "prompt_kind", "alpha"], sort=True)]
+    return pd.DataFrame(out, columns=["mode", "prompt_kind", "alpha", "n", "refusal_rate"])
+
+
 def summary(rows: list[dict]) -> list[dict]:
-    """Per mode, kind and alpha: the number of answers and the fraction refused."""
-    table = _table(rows)
+    """Per mode, kind and alpha (group ``mode/kind alpha=A``): ``n`` and ``refusal_rate``."""
     out = []
-    for (mode, kind, alpha), g in table.groupby(["mode", "prompt_kind", "alpha"], sort=True):
-        group = f"{mode}/{kind} alpha={alpha:g}"
-        out.append({"part": NAME, "group": group, "layer": None, "metric": "n", "value": int(len(g))})
-        if g["refused"].notna().all():
+    for r in refusal_rates(rows).itertuples():
+        group = f"{r.mode}/{r.prompt_kind} alpha={r.alpha:g}"
+        out.append({"part": NAME, "group": group, "layer": None, "metric": "n", "value": int(r.n)})
+        if r.refusal_rate == r.refusal_rate:
             out.append({"part": NAME, "group": group, "layer": None, "metric": "refusal_rate",
-                        "value": float(g["refused"].astype(bool).mean())})
+                        "value": float(r.refusal_rate)})
     return out
 
 
 def figures(rows: list[dict], out: Path) -> list[Path]:
-    return []
+    """Refusal rate by alpha, one line per prompt kind, one panel per mode (none without a refusal text)."""
+    rates = refusal_rates(rows).dropna(subset=["refusal_rate"])
+    if rates.empty:
+        return []
+    from figures.by_layer import plot_by_layer
+
+    return list(plot_by_layer(rates, Path(out) / "amplify_refusal_rate", value_col="refusal_rate", layer_col="alpha",
+                              model_col="prompt_kind", facet_col="mode", ylabel="refusal rate",
+                              title="refusal under chat + alpha (chat - base)\n(alpha 0: chat, -1: base)"))
 
 
 PART = Part(NAME, add_arguments, ROW_OPTIONS, run, tables, summary, figures, work, outputs=OUTPUTS, opt_in=True)

@@ -112,7 +112,7 @@ def run_study(args) -> int:
 
     import interp
     from studies._common import StudyError, run_dir, seed_everything
-    from studies._identity import finish_run, open_run, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
 
@@ -120,8 +120,14 @@ def run_study(args) -> int:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     shard = parse_shard(args.shard)
-    if not shard.is_whole:
-        raise StudyError("model_diff does not shard (--shard): its parts are one pass per model; run it whole")
+    unsharded = [p.name for p in PARTS if p.name in args.parts and not p.shards]
+    if not shard.is_whole and unsharded:
+        sharded = ", ".join(p.name for p in PARTS if p.shards)
+        raise StudyError(f"--shard: of model_diff's parts only {sharded} shards (by blocks of --shift-block "
+                         f"prompts), not {', '.join(unsharded)} (weights, activations and adl reduce over all "
+                         "tensors or texts in one pass per model: norms, CKA and means that shards could not merge; "
+                         f"amplify is one small pass holding both models): run --parts {sharded} --shard i/n, and "
+                         "the other parts whole into the same --out")
     pair = interp.load_pair(args.pair, base=args.base, chat=args.chat, **load_kwargs(args))
     pair.check()
     lens = resolve_lens_option(args.lens, pair)
@@ -138,13 +144,16 @@ def run_study(args) -> int:
         for folder in (out / name for part in PARTS for name in part.folders):
             if folder.is_dir():
                 shutil.rmtree(folder)
-    ctx = Context(args, pair, out, None, lens)
+    ctx = Context(args, pair, out, None, lens, shard=shard)
     if not args.summary_only:
         ctx.log = ResultsLog(out / results_name(shard), KEY_FIELDS)
         for part in PARTS:
             if part.name in args.parts:
                 part.run(ctx)
         finish_run(out, shard, timings=ctx.timings, n_written=ctx.log.n_written)
+        if not shard.is_whole:
+            report_shard(out, shard, ctx.log, ctx.log.n_written)
+            return 0
     rows = read_results(out, KEY_FIELDS)
     if not rows:
         raise StudyError(f"no results in {out} (results*.jsonl)")

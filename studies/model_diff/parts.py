@@ -21,7 +21,8 @@ KEY_FIELDS = ("part", "key")
 class Context:
     """What a part's ``run`` gets: the parsed ``args``, the ``interp.Pair``, the run folder
     ``out``, the results ``log`` (``studies._results.ResultsLog``), the ``lens``
-    (``studies._lens.LensChoice``) and a ``timings`` dict to add seconds to."""
+    (``studies._lens.LensChoice``), a ``timings`` dict to add seconds to, and the ``shard``
+    (``studies._shards.Shard``; not whole only for parts with ``shards``)."""
 
     args: object
     pair: object
@@ -29,6 +30,7 @@ class Context:
     log: object
     lens: object
     timings: dict = field(default_factory=dict)
+    shard: object = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Part:
             named in ``meta.json``).
         folders: subfolders of the run folder it keeps caches in (``--overwrite`` deletes them).
         opt_in: left out of the default ``--parts`` (runs only when named, or with ``all``).
+        shards: its ``run`` computes only ``ctx.shard``'s part of its work under ``--shard``
+            (the others refuse ``--shard``).
     """
 
     name: str
@@ -62,3 +66,4 @@ class Part:
     outputs: tuple[str, ...] = ()
     folders: tuple[str, ...] = ()
     opt_in: bool = False
+    shards: bool = False

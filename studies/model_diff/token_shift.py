@@ -5,8 +5,10 @@ A part of the study (``PART``, :class:`studies.model_diff.parts.Part`; ``--parts
 Its ``run`` reads the prompt set (:func:`prompt_set`), and in blocks of ``--shift-block``
 prompts loads the chat model (answers + its own log-probs), then the base model (ranks, KL),
 one at a time, appending one row per prompt x mode x answer position to the study's
-``results.jsonl`` (``part="token_shift"``, ``key`` = ``[mode, prompt_id, position]``; a prompt
-whose rows exist is skipped on resume). From the rows alone it writes:
+``results.jsonl`` (``part="token_shift"``, ``key`` = ``[mode, prompt_id, position]``; on resume a
+block whose rows exist is skipped, any other recomputed whole). The one part that shards:
+``--shard i/n`` runs the i-th of n contiguous parts of the blocks (``studies._shards``), so
+``--shift-block`` sets how finely. From the rows alone it writes:
 
 * ``token_shift.csv``: one row per prompt x mode x answer position: ``prompt_id``,
   ``prompt_kind``, ``mode``, ``position``, ``token_id``, ``token``, ``base_rank``,
@@ -156,19 +158,29 @@ def run(ctx) -> None:
 
     from interp.diff.token_shift import chat_responses, score_shift
     from studies._common import progress
-    from studies._shards import chunked
+    from studies._shards import Shard, chunked
 
     args, pair = ctx.args, ctx.pair
     modes = _modes(args)
     for name in ("shift_max_new_tokens", "shift_block", "shift_max_position"):
         if int(getattr(args, name)) < 1:
             raise StudyError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    prompts = prompt_set(args)
-    # a prompt's rows are written in one batch, so its position 0 stands for all of them
-    todo = [p for p in prompts if not all(ctx.log.done((NAME, _key(m, p["id"], 0))) for m in modes)]
+    # fixed blocks of the whole prompt list: a block not done is recomputed whole, so every row comes
+    # from the block it has in an uninterrupted, unsharded run (studies._shards); a shard takes its blocks
+    blocks = chunked(prompt_set(args), int(args.shift_block))
+    shard = ctx.shard or Shard()
+    start, stop = shard.bounds(len(blocks))
+    if not shard.is_whole:
+        print(f"{shard.label}: token shift blocks {start + 1}-{stop} of {len(blocks)} (--shift-block "
+              f"{args.shift_block} prompts each)" if stop > start else
+              f"{shard.label}: no token shift block ({len(blocks)} blocks of --shift-block {args.shift_block} "
+              "prompts for all shards; a smaller --shift-block gives more)")
+    # a block's rows are written in one batch, so each prompt's position 0 stands for its rows
+    todo = [b for b in blocks[start:stop]
+            if not all(ctx.log.done((NAME, _key(m, p["id"], 0))) for p in b for m in modes)]
     batch_size = int(getattr(args, "batch_size", None) or 8)
     t0 = time.perf_counter()
-    for block in progress(chunked(todo, int(args.shift_block)), desc="token shift blocks"):
+    for block in progress(todo, desc="token shift blocks"):
         chat = pair.load("chat")
         responses = chat_responses(chat, _render(chat, block, args), [p["id"] for p in block],
                                    [p["kind"] for p in block], max_new_tokens=int(args.shift_max_new_tokens),
@@ -262,4 +274,4 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-PART = Part(NAME, add_arguments, ROW_OPTIONS, run, tables, summary, figures, work, outputs=OUTPUTS)
+PART = Part(NAME, add_arguments, ROW_OPTIONS, run, tables, summary, figures, work, outputs=OUTPUTS, shards=True)

@@ -1,6 +1,7 @@
 """studies.model_diff's opt-in amplify part on a tiny random pair saved to disk."""
 
 import pandas as pd
+import pytest
 
 from interp.diff import token_shift as ts
 from studies.model_diff import parse_args
@@ -16,6 +17,14 @@ def test_amplify_is_opt_in():
     assert "amplify" not in parse_args([]).parts
     assert parse_args(["--parts", "all"]).parts[-1] == "amplify"
     assert parse_args(["--parts", "amplify"]).parts == ("amplify",)
+
+
+def test_negative_alphas_and_scales_parse_without_an_equals_sign():
+    args = parse_args(["--amp-alphas", "-1,0,4", "--adl-scales", "-2.5,1", "--parts", "amplify"])
+    assert (args.amp_alphas, args.adl_scales, args.parts) == ("-1,0,4", "-2.5,1", ("amplify",))
+    assert parse_args(["--amp-alphas=-1,4"]).amp_alphas == "-1,4"
+    with pytest.raises(SystemExit):  # a real option after it is still an option: no value given
+        parse_args(["--amp-alphas", "--parts", "amplify"])
 
 
 def test_amplify_alpha_0_is_chat_and_resumes(random_pair, prompt_file, tmp_path):  # noqa: F811

@@ -38,8 +38,29 @@ def _parts(text: str) -> tuple[str, ...]:
     return tuple(n for n in names if n in chosen)  # always in PARTS order
 
 
+# options whose value is a comma-separated list of numbers that may start with a minus sign
+NUMBER_LIST_OPTIONS = ("--amp-alphas", "--adl-scales")
+
+
+def _attach_negative_lists(argv: Sequence[str]) -> list[str]:
+    """``--amp-alphas -1,0,4`` as ``--amp-alphas=-1,0,4``: argparse takes a value starting with
+    ``-`` for another option (it only knows single negative numbers) and fails with
+    "expected one argument"."""
+    out, argv = [], list(argv)
+    for i, arg in enumerate(argv):
+        if out and out[-1] in NUMBER_LIST_OPTIONS and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    import sys
+
     import studies.model_diff as package
+
+    argv = _attach_negative_lists(sys.argv[1:] if argv is None else argv)
 
     p = argparse.ArgumentParser(prog="python -m studies.model_diff", description=package.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

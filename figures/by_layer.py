@@ -44,7 +44,11 @@ def plot_by_layer(
             if d.empty:
                 continue
             color = model_color(model, j)
-            ax.plot(d[layer_col], d[value_col], marker="o", ms=3, color=color, label=str(model))
+            # earlier models drawn wider underneath: where two models coincide (chat = base
+            # at some layers), both stay visible instead of the last one hiding the first
+            wider = len(models) - 1 - j
+            ax.plot(d[layer_col], d[value_col], marker="o", ms=3 + 2 * wider, lw=1.5 + 2 * wider,
+                    color=color, label=str(model))
             if low_col in d and high_col in d:
                 ax.fill_between(d[layer_col], d[low_col], d[high_col], color=color, alpha=0.2, lw=0)
         ax.set_xlabel(layer_col)

@@ -83,18 +83,18 @@ def test_a_task_with_nothing_scorable(tmp_path):
 
 
 def test_calibration_accounts_for_items_and_flags_the_temperature_bound(tmp_path, mixed):
-    # triviaqa_mc on the toy pair: confidently wrong, so the NLL-optimal temperature is beyond 100
-    proc = run_study_cli("studies.calibration", "--tasks", "boolq,triviaqa_mc", "--data", f"boolq={mixed}",
+    # cola on the toy pair: no better than chance, so the NLL-optimal temperature is beyond 100
+    proc = run_study_cli("studies.calibration", "--tasks", "boolq,cola", "--data", f"boolq={mixed}",
                          "--truncate", "skip", "--limit", "6", "--no-figures", "--layers", "none", "--out", str(tmp_path))
     final = by_task(tmp_path)
     for model in ("base", "chat"):
-        boolq, trivia = final.loc[(model, "boolq")], final.loc[(model, "triviaqa_mc")]
+        boolq, cola = final.loc[(model, "boolq")], final.loc[(model, "cola")]
         assert (boolq.n_items, boolq.n_scored, boolq.n_skipped, boolq.skip_reason) == (4, 2, 2, SKIP_REASON)
-        assert (trivia.n_items, trivia.n_scored, trivia.n_skipped) == (6, 6, 0)
-        assert trivia.temperature == pytest.approx(calibration.TEMPERATURE_BOUNDS[1], rel=1e-3)
-        assert trivia.temperature_at_bound in (True, "True")
+        assert (cola.n_items, cola.n_scored, cola.n_skipped) == (6, 6, 0)
+        assert cola.temperature == pytest.approx(calibration.TEMPERATURE_BOUNDS[1], rel=1e-3)
+        assert cola.temperature_at_bound in (True, "True")
     assert f"boolq (base, chat): 2 of 4 items skipped: {SKIP_REASON}" in proc.stdout
-    assert "warning: triviaqa_mc base: the fitted temperature 100.00 is at a bound of the search" in proc.stdout
+    assert "warning: cola base: the fitted temperature 100.00 is at a bound of the search" in proc.stdout
     assert "n=   2/4: ECE" in proc.stdout
 
 

@@ -57,6 +57,13 @@ def run_cli(parse: Callable[[Sequence[str] | None], object], study: Callable[[ob
         return 2
 
 
+def add_pair_options(parser) -> None:
+    """``--pair`` (a registry pair, default ``toy``) or ``--base PATH --chat PATH`` (a custom pair)."""
+    parser.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
+    parser.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
+    parser.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+
+
 def add_model_options(parser) -> None:
     """The model-loading options every study takes (passed on to ``interp.load``)."""
     parser.add_argument("--dtype", help="float32, bfloat16, float16, auto")

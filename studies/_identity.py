@@ -275,3 +275,20 @@ def write_meta(folder: str | os.PathLike[str], *, study: str, options: dict, see
             **extra, "timings": timings or {}, "invocations": invocations}
     _write_json(path, meta)
     return path
+
+
+def write_study_meta(folder: str | os.PathLike[str], args, pair, *, study: str, timings: dict | None = None,
+                     **extra) -> Path:
+    """:func:`write_meta` with what every pair study records: its options (tuples as lists), seed,
+    the pair's spec, each member's source and the load options (``studies._common.load_kwargs``);
+    ``extra`` adds fields (or replaces these)."""
+    from dataclasses import asdict
+
+    from interp.registry import MEMBERS as PAIR_MEMBERS
+    from studies._common import load_kwargs
+
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    common = {"pair": asdict(pair.spec), "models": {m: pair.spec.source(m) for m in PAIR_MEMBERS},
+              "load_options": load_kwargs(args)}
+    return write_meta(folder, study=study, options=options, seed=getattr(args, "seed", None), timings=timings,
+                      **{**common, **extra})

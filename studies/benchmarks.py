@@ -60,12 +60,19 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from studies._answer_mass import mass_comparison, mass_figures, mass_report, mass_table
 from studies._chat import on_off as _on_off, template_tokenizer  # noqa: F401 (calibration reads bm.template_tokenizer)
-from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
+from studies._common import (
+    PLACEMENT_OPTIONS,
+    add_model_options,
+    add_pair_options,
+    add_run_options,
+    comma_list,
+    load_kwargs,
+)
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "benchmarks"
@@ -544,9 +551,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def add_common_args(p: argparse.ArgumentParser, default_tasks: Sequence[str]) -> None:
     """Arguments shared with ``studies.calibration``."""
-    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
-    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
-    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    add_pair_options(p)
     p.add_argument("--tasks", type=comma_list, default=tuple(default_tasks), help=f"default {','.join(default_tasks)}")
     p.add_argument("--data", action="append", metavar="TASK=PATH", help="a task's data file (repeatable); default: fixtures")
     p.add_argument("--limit", type=int, help="at most N items per task")
@@ -628,7 +633,7 @@ def run_study(args) -> int:
 
     import interp
     from studies._common import StudyError, run_dir, seed_everything
-    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_study_meta
     from studies._lens import resolve_lens_option
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
@@ -651,8 +656,7 @@ def run_study(args) -> int:
     fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,
                                   work)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
-    extra = dict(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint,
+    extra = dict(n_items={t: len(v) for t, v in items.items()}, fingerprint=fingerprint,
                  lens=lens.fingerprint, lens_folders={m: str(f) for m, f in lens.folders.items()})
     if not args.summary_only:
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
@@ -681,10 +685,8 @@ def run_study(args) -> int:
         figures = make_figures(summary, out) + mass_figures(mass, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
-               **extra)
+    write_study_meta(out, args, pair, study=STUDY, timings=timings, n_rows=len(rows), key_fields=list(KEY_FIELDS),
+                     outputs=[*TABLES, *(Path(f).name for f in figures)], **extra)
     print(report(summary, comparison, mass_report(mass, mass_diff) + unmapped_report(gens)))
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, generations.csv, answer_mass*.csv, meta.json"
           f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")

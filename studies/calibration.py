@@ -36,7 +36,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from studies import benchmarks as bm
@@ -226,7 +225,7 @@ def run_study(args) -> int:
 
     import interp
     from studies._common import StudyError, run_dir, seed_everything
-    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_study_meta
     from studies._lens import resolve_lens_option
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
@@ -245,8 +244,7 @@ def run_study(args) -> int:
     fingerprint = run_fingerprint(STUDY, pair, {**row_options(args, ROW_OPTIONS), "lens": lens.fingerprint}, args.seed,
                                   work)
     open_run(out, STUDY, fingerprint, shard, overwrite=args.overwrite, summary_only=args.summary_only, outputs=TABLES)
-    extra = dict(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-                 n_items={t: len(v) for t, v in items.items()}, load_options=load_kwargs(args), fingerprint=fingerprint,
+    extra = dict(n_items={t: len(v) for t, v in items.items()}, fingerprint=fingerprint,
                  lens=lens.fingerprint, lens_folders={m: str(f) for m, f in lens.folders.items()})
     if not args.summary_only:
         log = ResultsLog(out / results_name(shard), bm.KEY_FIELDS)
@@ -268,10 +266,8 @@ def run_study(args) -> int:
         figures = make_figures(summary, bins, temps, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(bm.KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
-               **extra)
+    write_study_meta(out, args, pair, study=STUDY, timings=timings, n_rows=len(rows), key_fields=list(bm.KEY_FIELDS),
+                     outputs=[*TABLES, *(Path(f).name for f in figures)], **extra)
     print(report(summary))
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, reliability.csv, temperature.csv, meta.json"
           f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")

@@ -43,7 +43,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from studies._chat import on_off
-from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
+from studies._common import (
+    PLACEMENT_OPTIONS,
+    add_model_options,
+    add_pair_options,
+    add_run_options,
+    comma_list,
+    load_kwargs,
+)
 
 STUDY = "idk"
 KEY_FIELDS = ("model", "chat_template", "item")
@@ -326,9 +333,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m studies.idk", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
-    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
-    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    add_pair_options(p)
     p.add_argument("--dataset", choices=VARIANTS, default="toy",
                    help="toy: capitals of real and invented toy-world countries (default); text: the English questions")
     p.add_argument("--triviaqa", default="fixture",
@@ -378,7 +383,7 @@ def run_study(args) -> int:
     import interp
     from studies._chat import template_tokenizer
     from studies._common import StudyError, run_dir, seed_everything
-    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_study_meta
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
 
@@ -417,12 +422,10 @@ def run_study(args) -> int:
         figures = make_figures(summary, curves, out, pair.spec.name)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(KEY_FIELDS), fingerprint=fingerprint,
-               models={m: pair.spec.source(m) for m in interp.registry.MEMBERS},
-               n_items={c: sum(it.why == c for it in items) for c in dict.fromkeys(it.why for it in items)},
-               load_options=load_kwargs(args), outputs=[*TABLES, *(Path(f).name for f in figures)])
+    write_study_meta(out, args, pair, study=STUDY, timings=timings, n_rows=len(rows), key_fields=list(KEY_FIELDS),
+                     fingerprint=fingerprint,
+                     n_items={c: sum(it.why == c for it in items) for c in dict.fromkeys(it.why for it in items)},
+                     outputs=[*TABLES, *(Path(f).name for f in figures)])
     print(report(summary, selective_table, comparison))
     print(f"\nwrote {out}/ (results*.jsonl, {', '.join(TABLES)}, meta.json{'' if args.no_figures else ', figures'}) "
           f"in {timings['total_s']:.1f} s")

@@ -34,7 +34,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studies._common import PLACEMENT_OPTIONS, StudyError, add_model_options, add_run_options, load_kwargs
+from studies._common import (
+    PLACEMENT_OPTIONS,
+    StudyError,
+    add_model_options,
+    add_pair_options,
+    add_run_options,
+    load_kwargs,
+)
 
 STUDY = "patching"
 STYLES = {"zero": "The capital of {subject} is", "qa": "Q: What is the capital of {subject}? A:"}
@@ -227,9 +234,7 @@ def report(summary, pair_name: str) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m studies.{STUDY}", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pair", default="toy", help="registry pair (default: toy)")
-    parser.add_argument("--base", help="base model (folder or hub id), instead of the pair's")
-    parser.add_argument("--chat", help="RL-tuned model (folder or hub id), instead of the pair's")
+    add_pair_options(parser)
     parser.add_argument("--hooks", default="resid_pre,attn_out,mlp_out",
                         help=f"comma-separated, from {', '.join(HOOKS)} (default: resid_pre,attn_out,mlp_out)")
     parser.add_argument("--styles", default="zero", help=f"comma-separated prompt styles, from {', '.join(STYLES)}")

@@ -56,7 +56,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from studies._common import PLACEMENT_OPTIONS, StudyError, add_model_options, add_run_options, comma_list, load_kwargs
@@ -621,7 +621,7 @@ def run_study(args) -> int:
 
     import interp
     from studies._common import run_dir, seed_everything
-    from studies._identity import finish_run, open_run, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, row_options, run_fingerprint, write_study_meta
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard
 
@@ -669,11 +669,9 @@ def run_study(args) -> int:
         figures = make_figures(rows, summary, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    meta_options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    write_meta(out, study=STUDY, options=meta_options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               models={m: pair.spec.source(m) for m in MEMBERS}, reward=args.reward, load_options=load_kwargs(args),
-               n_rows=len(rows), key_fields=list(KEY_FIELDS), fingerprint=fingerprint,
-               outputs=[*TABLES, *(Path(f).name for f in figures)])
+    write_study_meta(out, args, pair, study=STUDY, timings=timings, reward=args.reward, n_rows=len(rows),
+                     key_fields=list(KEY_FIELDS), fingerprint=fingerprint,
+                     outputs=[*TABLES, *(Path(f).name for f in figures)])
     print(report(summary, comparison, agree))
     print(f"\nwrote {out}/ (results.jsonl, summary.csv, comparison.csv, annotations.csv"
           f"{', agreement.csv' if agree is not None else ''}, meta.json{'' if args.no_figures else ', figures'}) "

@@ -45,10 +45,9 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_pair_options, add_run_options, load_kwargs
 from studies._lens import LensChoice, add_lens_option
 
 STUDY = "syntaxgym"
@@ -319,9 +318,7 @@ def report(summary, comparison) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m studies.syntaxgym", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
-    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
-    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    add_pair_options(p)
     p.add_argument("--suites", nargs="+", metavar="PATH",
                    help="SyntaxGym suite .json files or folders of them (default: the fixture suites, "
                         "tasks/fixtures/syntaxgym)")
@@ -353,7 +350,7 @@ def run_study(args) -> int:
 
     import interp
     from studies._common import StudyError, run_dir, seed_everything
-    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_study_meta
     from studies._lens import resolve_lens_option
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
@@ -372,9 +369,8 @@ def run_study(args) -> int:
     n_items: dict[str, int] = {}
     for item in work:
         n_items[item.suite] = n_items.get(item.suite, 0) + 1
-    extra = dict(models={m: pair.spec.source(m) for m in interp.registry.MEMBERS}, n_items=n_items,
-                 circuits={it.suite: it.circuit for it in work}, load_options=load_kwargs(args),
-                 fingerprint=fingerprint, lens=lens.fingerprint, lens_folders={m: str(f) for m, f in lens.folders.items()})
+    extra = dict(n_items=n_items, circuits={it.suite: it.circuit for it in work}, fingerprint=fingerprint,
+                 lens=lens.fingerprint, lens_folders={m: str(f) for m, f in lens.folders.items()})
     timings: dict[str, float] = {}
     if not args.summary_only:
         log = ResultsLog(out / results_name(shard), KEY_FIELDS)
@@ -397,10 +393,8 @@ def run_study(args) -> int:
         figures = make_figures(summary, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
-               **extra)
+    write_study_meta(out, args, pair, study=STUDY, timings=timings, n_rows=len(rows), key_fields=list(KEY_FIELDS),
+                     outputs=[*TABLES, *(Path(f).name for f in figures)], **extra)
     print(report(summary, comparison))
     print(f"\nwrote {out}/ (results*.jsonl, summary.csv, comparison.csv, predictions.csv, meta.json"
           f"{'' if args.no_figures else ', figures'}) in {timings['total_s']:.1f} s")

@@ -45,10 +45,17 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, comma_list, load_kwargs
+from studies._common import (
+    PLACEMENT_OPTIONS,
+    add_model_options,
+    add_pair_options,
+    add_run_options,
+    comma_list,
+    load_kwargs,
+)
 
 STUDY = "uncertainty_expressions"
 KEY_FIELDS = ("model", "kind", "set", "shots", "chat_template", "item")
@@ -405,9 +412,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog=f"python -m studies.{STUDY}", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
-    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
-    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    add_pair_options(p)
     p.add_argument("--parts", type=_choices(KINDS), default=KINDS, help=f"default {','.join(KINDS)}")
     p.add_argument("--sets", type=_choices(SETS), default=SETS, help=f"expression sets (default {','.join(SETS)})")
     p.add_argument("--wordings", type=int, default=len(PRODUCTION_WORDINGS),
@@ -452,7 +457,7 @@ def run_study(args) -> int:
 
     import interp
     from studies._common import StudyError, run_dir, seed_everything
-    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, report_shard, row_options, run_fingerprint, write_study_meta
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
     # (the chat member's tokenizer, whose template renders prompts for both models)
@@ -497,14 +502,11 @@ def run_study(args) -> int:
         figures = make_figures(dist, by_access, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    write_meta(out, study=STUDY, options=options, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(KEY_FIELDS), outputs=[*TABLES, *(Path(f).name for f in figures)],
-               models={m: pair.spec.source(m) for m in interp.registry.MEMBERS}, load_options=load_kwargs(args),
-               fingerprint=fingerprint, human_data={f"{k[0]} {k[1]}": {"path": d.path, "format": d.format,
-                                                                       "n_rows": d.n_rows, "n_ignored": d.n_ignored}
-                                                    for k, d in human.items()},
-               human_data_synthetic=synthetic)
+    human_data = {f"{k[0]} {k[1]}": {"path": d.path, "format": d.format, "n_rows": d.n_rows, "n_ignored": d.n_ignored}
+                  for k, d in human.items()}
+    write_study_meta(out, args, pair, study=STUDY, timings=timings, n_rows=len(rows), key_fields=list(KEY_FIELDS),
+                     outputs=[*TABLES, *(Path(f).name for f in figures)], fingerprint=fingerprint,
+                     human_data=human_data, human_data_synthetic=synthetic)
     print(report(summary, comparison, synthetic))
     print(f"\nwrote {out}/ (results*.jsonl, {', '.join(TABLES)}, meta.json{'' if args.no_figures else ', figures'}) "
           f"in {timings['total_s']:.1f} s")

@@ -6,10 +6,10 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._common import add_model_options, add_pair_options, add_run_options, load_kwargs
 from studies.dictionaries import crosscoder, mlsae
 
 STUDY = "dictionaries"
@@ -50,9 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m studies.dictionaries", description=package.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
-    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
-    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    add_pair_options(p)
     p.add_argument("--n-docs", type=int, default=1500, help="toy-world corpus documents harvested (default 1500)")
     p.add_argument("--prompt-limit", type=int, default=96,
                    help="harvested chat prompts per kind (plain, benign, harmful, harmful + refusal; default 96)")
@@ -91,7 +89,7 @@ def run_study(args) -> int:
     import interp
     from interp.dictionaries.harvest import harvest_pair
     from studies._common import StudyError, run_dir, seed_everything
-    from studies._identity import finish_run, open_run, row_options, run_fingerprint, write_meta
+    from studies._identity import finish_run, open_run, row_options, run_fingerprint, write_study_meta
     from studies._results import ResultsLog, read_results
     from studies._shards import parse_shard, results_name
     from studies.dictionaries.data import causal_prompts, study_texts
@@ -160,11 +158,8 @@ def run_study(args) -> int:
         written += (crosscoder.figures(rows, out) if "crosscoder" in have else []) + mlsae.figures(rows, out)
         timings["figures_s"] = round(time.perf_counter() - t0, 2)
     timings["total_s"] = round(time.perf_counter() - started, 2)
-    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    write_meta(out, study=STUDY, options=opts, seed=args.seed, timings=timings, pair=asdict(pair.spec),
-               n_rows=len(rows), key_fields=list(KEY_FIELDS), fingerprint=fingerprint,
-               models={m: pair.spec.source(m) for m in interp.registry.MEMBERS}, load_options=load_kwargs(args),
-               outputs=[Path(p).name for p in written])
+    write_study_meta(out, args, pair, study=STUDY, timings=timings, n_rows=len(rows), key_fields=list(KEY_FIELDS),
+                     fingerprint=fingerprint, outputs=[Path(p).name for p in written])
     print("\n".join(crosscoder.report(rows) + mlsae.report(rows)))
     print(f"\nwrote {out}/ ({', '.join(Path(p).name for p in written if Path(p).suffix != '.pdf')}, meta.json) "
           f"in {timings['total_s']:.1f} s")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from studies._common import PLACEMENT_OPTIONS, add_model_options, add_run_options, load_kwargs
+from studies._common import PLACEMENT_OPTIONS, add_model_options, add_pair_options, add_run_options, load_kwargs
 from studies._lens import add_lens_option, lens_label, resolve_lens_option
 from studies.ffn_capitals.analysis import KEY_FIELDS, TRANSPLANT_TARGETS, analyse_chunk, source_vectors
 from studies.ffn_capitals.items import CONTEXT_ALIASES, CONTEXTS, SPLITS, STYLES, Condition, Item, make_items, \
@@ -79,9 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m studies.ffn_capitals", description=package.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
-    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
-    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    add_pair_options(p)
     p.add_argument("--prompting", type=_csv_choice(STYLES), default=STYLES, help="zero,one,few (default all)")
     p.add_argument("--context", type=_csv_choice(CONTEXTS, CONTEXT_ALIASES), default=("plain", "harmful", "benign"),
                    help="plain,forbidden (forbidden = harmful and benign cues; default both)")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from studies._common import add_model_options, add_run_options, load_kwargs
+from studies._common import add_model_options, add_pair_options, add_run_options, load_kwargs
 from studies._lens import add_lens_option, resolve_lens_option
 from studies.model_diff import activations, adl, amplify, token_shift, weights
 from studies.model_diff.parts import KEY_FIELDS, Context, Part
@@ -64,9 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m studies.model_diff", description=package.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", default="toy", help="registry pair (interp.registry.PAIRS); default toy")
-    p.add_argument("--base", help="path or hub id of a base model (with --chat: a custom pair)")
-    p.add_argument("--chat", help="path or hub id of its RL-tuned counterpart")
+    add_pair_options(p)
     p.add_argument("--parts", type=_parts, default=DEFAULT_PARTS,
                    help=f"comma-separated parts to run, in this order: {','.join(p.name for p in PARTS)}, or all "
                         f"(default {','.join(DEFAULT_PARTS)}; opt-in: "
